@@ -1,0 +1,7 @@
+"""lightning_phase: the (h, α) phase diagram of deep learning — jamming, lazy and feature training."""
+
+from lightning_phase.errors import ConfigError
+from lightning_phase.module import PhaseModule
+
+__version__ = "0.1.0"
+__all__ = ["ConfigError", "PhaseModule", "__version__"]

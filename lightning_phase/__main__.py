@@ -1,0 +1,3 @@
+from lightning_phase.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""One error type for every bad value a user can type."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A bad configuration value: the message names the field, the value and what is accepted.
+
+    The CLI prints the message on one line and exits with status 2.
+    """
+
+    def __init__(self, field: str, value: object, expected: str):
+        self.field, self.value, self.expected = field, value, expected
+        super().__init__(f"{field}: got {value!r}; expected {expected}")
+
+
+def check_choice(field: str, value: object, choices) -> None:
+    """Raise ConfigError unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(field, value, "one of " + ", ".join(repr(c) for c in choices))
+
+
+def check_positive_int(field: str, value: object, minimum: int = 1) -> int:
+    """Raise ConfigError unless ``value`` is an integer >= ``minimum`` (bools are not integers)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(field, value, f"an integer >= {minimum}")
+    return value
+
+
+def check_positive_float(field: str, value: object, allow_zero: bool = False) -> float:
+    """Raise ConfigError unless ``value`` is a finite real number > 0 (>= 0 with ``allow_zero``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = ok and value == value and abs(value) != float("inf")
+    ok = ok and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        raise ConfigError(field, value, "a finite number " + (">= 0" if allow_zero else "> 0"))
+    return float(value)

@@ -1,0 +1,147 @@
+"""PhaseModule: the α-scaled network F(w, x) = α·(f(w, x) − f(w₀, x)) and its hinge-family loss."""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.cli import OptimizerCallable
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
+
+from lightning_phase.errors import ConfigError, check_positive_float
+from lightning_phase.losses import get_loss, margins
+
+
+def _sgd(params) -> torch.optim.Optimizer:
+    """Default optimiser: full-batch gradient descent, lr 0.1 (flow time t = 0.1 per step)."""
+    return torch.optim.SGD(params, lr=0.1)
+
+
+class PhaseModule(pl.LightningModule):
+    """Trains F(w, x) = α·(f(w, x) − f(w₀, x)) with L(w) = (1/(α²P)) Σ_μ ℓ(y_μ F(w, x_μ)) (SCIENCE.md §1–2).
+
+    Give exactly one of ``alpha`` (the article's α) and ``alpha_tilde`` (α̃ = √h·α, h = ``net.width``).
+    f₀ is a frozen copy of the initial net, so F ≡ 0 at start and α²L(w₀) = ℓ(0).
+    ``loss``: soft_hinge (softplus_β(1−z), β = ``loss_beta``), hinge, quadratic_hinge.
+    Logs each step ``train/loss`` (= α²L), ``train/n_delta`` (#{Δ > 0}), ``train/error`` (fraction
+    with yF ≤ 0); on validation ``test/loss`` and ``test/error``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        alpha: float | None = None,
+        alpha_tilde: float | None = None,
+        loss: str = "soft_hinge",
+        loss_beta: float = 20.0,
+        optimizer: OptimizerCallable = _sgd,
+    ):
+        super().__init__()
+        if not isinstance(net, nn.Module):
+            raise ConfigError("model.net", type(net).__name__, "an nn.Module mapping (P, ...) to (P,)")
+        self.net = net
+        self.alpha, self.alpha_tilde = self._resolve_alpha(net, alpha, alpha_tilde)
+        self.loss_name, self.loss_beta = loss, loss_beta
+        self.loss_fn = get_loss(loss, loss_beta)
+        self.optimizer_factory = optimizer
+        self.net0 = copy.deepcopy(net).requires_grad_(False)  # frozen f(w₀, ·)
+        self._f0_cache: tuple[Tensor, Tensor] | None = None
+        self.test_loss, self.test_error = MeanMetric(), MeanMetric()
+        self.flow_time = 0.0  # continuous time t = Σ dt of the accepted steps
+        self.save_hyperparameters(ignore=["net", "optimizer"])
+
+    @staticmethod
+    def _resolve_alpha(net: nn.Module, alpha: float | None, alpha_tilde: float | None) -> tuple[float, float | None]:
+        if (alpha is None) == (alpha_tilde is None):
+            raise ConfigError("model.alpha/alpha_tilde", (alpha, alpha_tilde), "exactly one of the two set")
+        width = getattr(net, "width", None)
+        if alpha_tilde is not None:
+            alpha_tilde = check_positive_float("model.alpha_tilde", alpha_tilde)
+            if not isinstance(width, int) or width < 1:
+                raise ConfigError("model.alpha_tilde", alpha_tilde, "model.alpha instead: the net has no integer `width`")
+            return alpha_tilde / math.sqrt(width), alpha_tilde
+        alpha = check_positive_float("model.alpha", alpha)
+        return alpha, (math.sqrt(width) * alpha if isinstance(width, int) else None)
+
+    # ---- the α-scaled function ------------------------------------------------------------
+    @property
+    def n_params(self) -> int:
+        """N: number of trainable parameters of the net (f₀ not counted)."""
+        return sum(p.numel() for p in self.net.parameters())
+
+    def f0(self, x: Tensor) -> Tensor:
+        """f(w₀, x), cached for the last batch object (the full batch is the same tensor every step)."""
+        if self._f0_cache is not None and self._f0_cache[0] is x:
+            return self._f0_cache[1]
+        with torch.no_grad():
+            out = self._scalar_output(self.net0(x), x)
+        self._f0_cache = (x, out)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        """F(w, x) = α·(f(w, x) − f(w₀, x)); x (P, ...) → (P,)."""
+        return self.alpha * (self._scalar_output(self.net(x), x) - self.f0(x))
+
+    @staticmethod
+    def _scalar_output(out: Tensor, x: Tensor) -> Tensor:
+        if out.dim() == 2 and out.shape[1] == 1:
+            out = out.squeeze(1)
+        if out.shape != x.shape[:1]:
+            raise ConfigError("model.net", f"output shape {tuple(out.shape)}", f"shape ({x.shape[0]},): one scalar per sample")
+        return out
+
+    def check_net(self, x: Tensor) -> None:
+        """Raise ConfigError if the net does not map x (P, ...) to (P,) finite values; used before a run starts."""
+        with torch.no_grad():
+            out = self._scalar_output(self.net(x), x)
+        if not torch.isfinite(out).all():
+            raise ConfigError("model.net", "non-finite output at initialisation", "finite outputs")
+
+    # ---- loss and statistics -------------------------------------------------------------------
+    def stats(self, F_out: Tensor, y: Tensor) -> dict[str, Tensor]:
+        """loss = α²L = mean ℓ(yF) (differentiable), n_delta = #{Δ > 0}, error = mean[yF ≤ 0]."""
+        z = y * F_out
+        return {
+            "loss": self.loss_fn(z).mean(),
+            "n_delta": (margins(F_out, y) > 0).sum(),
+            "error": (z <= 0).to(F_out.dtype).mean(),
+        }
+
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        """Loss (α²L), N_Δ and error of the current net on (x, y), as Python numbers."""
+        s = self.stats(self(x), y)
+        return {"loss": float(s["loss"]), "n_delta": int(s["n_delta"]), "error": float(s["error"])}
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
+        x, y = batch
+        F_out = self(x)
+        s = self.stats(F_out, y)
+        self.log_dict({f"train/{k}": v.detach().float() for k, v in s.items()}, on_step=True, on_epoch=False,
+                      prog_bar=False, batch_size=len(y))
+        # Gradient of L = (1/α²)·mean ℓ, logged value is α²L.
+        return {"loss": s["loss"] / self.alpha**2, "loss_value": s["loss"].detach(),
+                "n_delta": s["n_delta"].detach(), "outputs": F_out.detach()}
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        x, y = batch
+        z = y * self(x)
+        self.test_loss.update(self.loss_fn(z))  # torchmetrics: exact mean over batches and ranks
+        self.test_error.update((z <= 0).to(z.dtype))
+        self.log_dict({"test/loss": self.test_loss, "test/error": self.test_error}, on_epoch=True)
+
+    test_step = validation_step
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return self.optimizer_factory(self.net.parameters())
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        # Flow time: an optimiser that integrates gradient flow reports its accepted dt; plain GD's dt is lr.
+        opt = getattr(optimizer, "optimizer", optimizer)  # unwrap LightningOptimizer
+        dt = getattr(opt, "last_dt", None)
+        self.flow_time += float(dt if dt is not None else opt.param_groups[0].get("lr", 0.0))

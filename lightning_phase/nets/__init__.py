@@ -1,0 +1,8 @@
+"""Networks f(w, x) in the NTK parametrisation; any ``nn.Module`` mapping (P, ...) → (P,) also works."""
+
+from lightning_phase.nets.activations import ACTIVATIONS, Activation, second_moment
+from lightning_phase.nets.conv import ConvNet
+from lightning_phase.nets.fc import FullyConnected
+from lightning_phase.nets.linear import NTKLinear
+
+__all__ = ["ACTIVATIONS", "Activation", "ConvNet", "FullyConnected", "NTKLinear", "second_moment"]
