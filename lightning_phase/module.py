@@ -52,6 +52,7 @@ class PhaseModule(pl.LightningModule):
         self._f0_cache: tuple[Tensor, Tensor] | None = None
         self.test_loss, self.test_error = MeanMetric(), MeanMetric()
         self.flow_time = 0.0  # continuous time t = Σ dt of the accepted steps
+        self._last_outputs: Tensor | None = None  # F on the training batch at the last evaluation
         self.save_hyperparameters(ignore=["net", "optimizer"])
 
     @staticmethod
@@ -120,6 +121,7 @@ class PhaseModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         x, y = batch
         F_out = self(x)
+        self._last_outputs = F_out.detach()  # read by GradientFlow (d_out) through last_outputs()
         s = self.stats(F_out, y)
         self.log_dict({f"train/{k}": v.detach().float() for k, v in s.items()}, on_step=True, on_epoch=False,
                       prog_bar=False, batch_size=len(y))
@@ -136,8 +138,15 @@ class PhaseModule(pl.LightningModule):
 
     test_step = validation_step
 
+    def last_outputs(self) -> Tensor | None:
+        """F (P,) on the training batch at the last evaluation of ``training_step`` (detached)."""
+        return self._last_outputs
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.net.parameters())
+        opt = self.optimizer_factory(self.net.parameters())
+        if hasattr(opt, "watch_outputs"):  # GradientFlow measures d_out = max|F' − F| on our outputs
+            opt.watch_outputs(self.last_outputs)
+        return opt
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
@@ -145,3 +154,9 @@ class PhaseModule(pl.LightningModule):
         opt = getattr(optimizer, "optimizer", optimizer)  # unwrap LightningOptimizer
         dt = getattr(opt, "last_dt", None)
         self.flow_time += float(dt if dt is not None else opt.param_groups[0].get("lr", 0.0))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["flow_time"] = self.flow_time  # a resumed run continues the same clock
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.flow_time = float(checkpoint.get("flow_time", 0.0))
