@@ -96,6 +96,9 @@ class PhaseModule(pl.LightningModule):
 
     def check_net(self, x: Tensor) -> None:
         """Raise ConfigError if the net does not map x (P, ...) to (P,) finite values; used before a run starts."""
+        param = next(self.net.parameters(), None)
+        if param is not None and x.is_floating_point():
+            x = x.to(param.dtype)  # before the trainer has applied its precision
         with torch.no_grad():
             out = self._scalar_output(self.net(x), x)
         if not torch.isfinite(out).all():
@@ -121,11 +124,20 @@ class PhaseModule(pl.LightningModule):
         x, y = batch
         F_out = self(x)
         s = self.stats(F_out, y)
-        self.log_dict({f"train/{k}": v.detach().float() for k, v in s.items()}, on_step=True, on_epoch=False,
-                      prog_bar=False, batch_size=len(y))
+        if self._logs_this_step():
+            self.log_dict({f"train/{k}": v.detach().float() for k, v in s.items()}, on_step=True, on_epoch=False,
+                          batch_size=len(y))
         # Gradient of L = (1/α²)·mean ℓ, logged value is α²L.
         return {"loss": s["loss"] / self.alpha**2, "loss_value": s["loss"].detach(),
                 "n_delta": s["n_delta"].detach(), "outputs": F_out.detach()}
+
+    def _logs_this_step(self) -> bool:
+        """True on the steps the logger writes (every ``trainer.log_every_n_steps``): self.log costs ~35% of a
+        small full-batch step, so it is called only when its value is kept."""
+        if self._trainer is None:
+            return False
+        connector = getattr(self.trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
