@@ -63,7 +63,7 @@ class PhaseCLI(LightningCLI):
 
     def _check_before_run(self) -> None:
         # A net of the wrong shape must fail before any run directory exists.
-        self.model.check_net(self.datamodule.x_train[:4] if len(self.datamodule.x_train) else self.datamodule.x_test[:4])
+        self.model.check_net(self.datamodule.x_train[:4])
         self.log_dir_existed = self.trainer.log_dir is not None and Path(self.trainer.log_dir).exists()
 
     before_fit = before_validate = before_test = _check_before_run
@@ -96,7 +96,8 @@ def _one_line(exc: BaseException) -> str:
 
 def _quiet_lightning() -> None:
     """Silence start-up chatter and the warnings that full-batch training triggers by design."""
-    for name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda"):
+    for name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
+                 "lightning_fabric.utilities.seed"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")

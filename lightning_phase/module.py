@@ -62,7 +62,8 @@ class PhaseModule(pl.LightningModule):
         if alpha_tilde is not None:
             alpha_tilde = check_positive_float("model.alpha_tilde", alpha_tilde)
             if not isinstance(width, int) or width < 1:
-                raise ConfigError("model.alpha_tilde", alpha_tilde, "model.alpha instead: the net has no integer `width`")
+                raise ConfigError("model.alpha_tilde", alpha_tilde,
+                                  "model.alpha instead: the net has no integer `width`")
             return alpha_tilde / math.sqrt(width), alpha_tilde
         alpha = check_positive_float("model.alpha", alpha)
         return alpha, (math.sqrt(width) * alpha if isinstance(width, int) else None)
@@ -91,7 +92,8 @@ class PhaseModule(pl.LightningModule):
         if out.dim() == 2 and out.shape[1] == 1:
             out = out.squeeze(1)
         if out.shape != x.shape[:1]:
-            raise ConfigError("model.net", f"output shape {tuple(out.shape)}", f"shape ({x.shape[0]},): one scalar per sample")
+            raise ConfigError("model.net", f"output shape {tuple(out.shape)}",
+                              f"shape ({x.shape[0]},): one scalar per sample")
         return out
 
     def check_net(self, x: Tensor) -> None:

@@ -91,7 +91,7 @@ def test_same_seed_same_result_bit_for_bit():
     (["--data.pca_dim=100"], "data.pca_dim"),
     (["--model.loss=mse"], "model.loss"),
     (["--model.net.activation=gelu"], "net.activation"),
-    (["--model.net=test_cli.TwoOutputs"], "model.net"),
+    (["--model.net=test_cli.TwoOutputs", "--model.alpha=1", "--model.alpha_tilde=null"], "model.net"),
     (["--model.net.widht=3"], "widht"),
     (["--stop.max_time=-3"], "stop.max_time"),
 ])
@@ -121,7 +121,8 @@ def test_print_config_round_trips(capsys):
     out = capsys.readouterr().out
     Path("resolved.yaml").write_text(out)
     assert "alpha_tilde: 1.0" in out and "stop:" in out
-    assert main(["fit", "--config", "resolved.yaml", "--trainer.max_steps=5", "--trainer.enable_progress_bar=false"]) == 0
+    assert main(["fit", "--config", "resolved.yaml", "--trainer.max_steps=5",
+                 "--trainer.enable_progress_bar=false"]) == 0
 
 
 def test_validate_and_test_subcommands_run():

@@ -65,7 +65,8 @@ class StopRules(pl.Callback):
         self.stall_window = None if stall_window is None else check_positive_int("stop.stall_window", stall_window)
         self.stall_rtol = check_positive_float("stop.stall_rtol", stall_rtol, allow_zero=True)
         self.max_time = None if max_time is None else check_positive_float("stop.max_time", max_time)
-        self.wall_cap = None if wall_cap_seconds is None else check_positive_float("stop.wall_cap_seconds", wall_cap_seconds)
+        self.wall_cap = (None if wall_cap_seconds is None
+                         else check_positive_float("stop.wall_cap_seconds", wall_cap_seconds))
         self.check_every = check_positive_int("stop.check_every", check_every)
         self.reason: StopReason | None = None
         self._history: list[float] = []
