@@ -80,7 +80,25 @@ class RunSummary(pl.Callback):
         rec.update(extra or {})
         if rec.get("stop_reason") == "DIVERGED":
             rec["status"] = "diverged"
+        self._log_hparams(trainer, rec)
         self.path = Path(trainer.log_dir) / SUMMARY_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, rec)
         self.record = rec
+
+    @staticmethod
+    def _log_hparams(trainer: pl.Trainer, rec: dict[str, Any]) -> None:
+        """TensorBoard's HPARAMS tab: the run's coordinates with its final metrics, logged once."""
+        logger = trainer.logger
+        if logger is None:
+            return
+        params = {k: rec[k] for k in ("width", "depth", "alpha", "alpha_tilde", "n_params", "n_train", "dataset",
+                                      "loss", "seed", "data_seed") if rec.get(k) is not None}
+        metrics = {f"final/{k}": float(rec[k]) for k in ("train_loss", "n_delta", "train_error", "test_error",
+                                                          "test_loss", "flow_time", "steps")
+                   if isinstance(rec.get(k), (int, float))}
+        try:
+            logger.log_hyperparams(params, metrics)
+            logger.save()
+        except Exception as exc:  # a logger that cannot take hparams must not lose the summary
+            rec["hparams_error"] = f"{type(exc).__name__}: {exc}"
