@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -198,3 +200,24 @@ def test_feature_regime_t1_grows_as_sqrt_width_at_fixed_alpha():
     t_small, t_wide, t_wide_same_tilde = t1(32, alpha), t1(128, alpha), t1(128, alpha / 2)
     assert 1.5 < t_wide / t_small < 3.0
     assert 0.7 < t_wide_same_tilde / t_small < 1.4
+
+
+CONFIG = str(Path(__file__).resolve().parents[1] / "configs" / "lazy_vs_feature.yaml")
+
+
+def test_lazy_vs_feature_config_lands_on_the_time_budget_and_logs_dynamics():
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lightning_phase.cli import main
+
+    args = ["fit", "--config", CONFIG, "--model.alpha_tilde=1000", "--data.n_train=40", "--data.n_test=50",
+            "--model.optimizer.init_args.max_time=3", "--stop.max_time=3", "--trainer.enable_progress_bar=false"]
+    assert main(args) == 0
+    run = Path("runs/lazy_vs_feature/version_0")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["stop_reason"] == "TIME_BUDGET" and summary["flow_time"] == 3.0
+    assert summary["alpha_tilde"] == 1000.0 and summary["precision"] == "64-true"
+    events = EventAccumulator(str(run)).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"dynamics/dt", "dynamics/time", "dynamics/rejections", "dynamics/d_grad", "dynamics/d_out"} <= tags
+    assert events.Scalars("dynamics/time")[-1].value == pytest.approx(3.0)
