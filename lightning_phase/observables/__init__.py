@@ -5,7 +5,7 @@ brute-force definition in float64 (tests/test_observables.py).
 """
 
 from lightning_phase.observables.dynamics import output_norm, t1, weights_change
-from lightning_phase.observables.hessian import HessianSpectrum, hessian, hessian_spectrum
+from lightning_phase.observables.hessian import Spectrum, hessian, hessian_spectrum
 from lightning_phase.observables.margins import (
     TailFit,
     log_histogram,
@@ -17,7 +17,7 @@ from lightning_phase.observables.margins import (
 from lightning_phase.observables.ntk import kernel_change, kernel_stats, ntk, ntk_loop
 
 __all__ = [
-    "HessianSpectrum",
+    "Spectrum",
     "TailFit",
     "hessian",
     "hessian_spectrum",
