@@ -19,12 +19,13 @@ quadrature. Everything in the dtype of the net (use float64).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.sparse.linalg import LinearOperator, eigsh
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jacrev, vmap
 
@@ -128,9 +129,7 @@ def hessian_spectrum(net: nn.Module, x: Tensor, y: Tensor, alpha: float, loss_fn
     eig = {}
     for name, op in ops.items():
         v0 = rng.standard_normal(n)
-        lo = eigsh(op, k=kk, which="SA", v0=v0, tol=1e-8, return_eigenvectors=False)
-        hi = eigsh(op, k=kk, which="LA", v0=v0, tol=1e-8, return_eigenvectors=False)
-        eig[name] = np.unique(np.concatenate([lo, hi]))  # sorted
+        eig[name] = np.unique(np.concatenate([_eigsh(op, kk, w, v0) for w in ("SA", "LA")]))  # sorted
     nodes, weights = _slq(ops["h"], n, min(n_lanczos, n), n_vectors, rng)
     return Spectrum("lanczos", n, eig["h"], eig["h0"], eig["hp"], nodes, weights)
 
@@ -157,6 +156,19 @@ def _products(pb: _Problem):
             return torch.autograd.grad(f, w, ell2 * jv, retain_graph=True)[0] / len(pb.y)
 
     return hvp, h0vp
+
+
+def _eigsh(op: LinearOperator, k: int, which: str, v0: np.ndarray) -> np.ndarray:
+    """k extreme eigenvalues; a Krylov space of ≥ 4k+1 (≥ 40) vectors, since near-zero clusters (many soft
+    modes near jamming) converge slowly. On no convergence, keeps the converged ones (may be fewer than k)."""
+    n = op.shape[0]
+    ncv = min(n, max(4 * k + 1, 40))
+    try:
+        return eigsh(op, k=k, which=which, v0=v0, ncv=ncv, tol=1e-8, maxiter=20 * n,
+                     return_eigenvectors=False)
+    except ArpackNoConvergence as err:
+        warnings.warn(f"eigsh({which}) converged {len(err.eigenvalues)}/{k} eigenvalues", RuntimeWarning)
+        return np.asarray(err.eigenvalues)
 
 
 def _operator(fn, w: Tensor) -> LinearOperator:
