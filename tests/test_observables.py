@@ -26,6 +26,7 @@ from lightning_phase.observables import (
     tail_exponents,
     weights_change,
 )
+from lightning_phase.observables._ntk_modules import Unsupported
 
 f64 = torch.float64
 
@@ -54,7 +55,7 @@ def _rel(a, b):
 def test_fc_ntk_both_paths_equal_jacobian_product(activation, bias):
     net = _perturbed_fc(activation, bias, depth=2)
     x, x2 = _x(6, 5, 1), _x(4, 5, 2)
-    for method in ("layerwise", "jacobian"):
+    for method in ("layerwise", "modules", "jacobian"):
         assert _rel(ntk(net, x, method=method), ntk_loop(net, x)) < 1e-10
         assert _rel(ntk(net, x, x2, method=method), ntk_loop(net, x, x2)) < 1e-10
 
@@ -66,15 +67,36 @@ def test_fc_ntk_depth_one_and_three():
         assert _rel(ntk(net, x), ntk_loop(net, x)) < 1e-10
 
 
-def test_convnet_generic_ntk_equals_jacobian_product_in_chunks():
+@pytest.mark.parametrize("method", ["modules", "jacobian"])
+def test_convnet_generic_ntk_equals_jacobian_product_in_chunks(method):
     net = ConvNet(3, in_channels=1, kernel_size=3, activation="swish", activation_beta=2.0, input_dim=64,
                   seed=0).to(f64)
     x, x2 = _x(5, 64, 4), _x(3, 64, 5)
-    ref = ntk_loop(net, x)
-    assert _rel(ntk(net, x, chunk=2), ref) < 1e-10  # 3 row blocks, symmetric fill
-    assert _rel(ntk(net, x, x2, chunk=2), ntk_loop(net, x, x2)) < 1e-10
-    theta = ntk(net, x, chunk=2)
-    assert _rel(theta, theta.T) < 1e-14
+    theta = ntk(net, x, method=method, chunk=2)  # 3 row blocks, symmetric fill
+    assert _rel(theta, ntk_loop(net, x)) < 1e-10 and _rel(theta, theta.T) < 1e-14
+    assert _rel(ntk(net, x, x2, method=method, chunk=2), ntk_loop(net, x, x2)) < 1e-10
+
+
+def test_modules_path_on_torch_layers_and_fallback_for_shared_weights():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Unflatten(1, (2, 4, 4)), torch.nn.Conv2d(2, 3, 3), torch.nn.Tanh(),
+                              torch.nn.Flatten(), torch.nn.Linear(12, 5), torch.nn.Softplus(),
+                              torch.nn.Linear(5, 1), torch.nn.Flatten(0)).to(f64)
+    x = _x(6, 32, 10)
+    assert _rel(ntk(net, x, method="modules"), ntk_loop(net, x)) < 1e-10
+
+    class Shared(torch.nn.Module):  # the same Linear twice: not module-wise separable
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.lin(torch.tanh(self.lin(x))).sum(1)
+
+    shared, x = Shared().to(f64), _x(5, 4, 11)
+    with pytest.raises(Unsupported):
+        ntk(shared, x, method="modules")
+    assert _rel(ntk(shared, x), ntk_loop(shared, x)) < 1e-10  # auto falls back to the Jacobian path
 
 
 def test_ntk_of_frozen_initial_net_is_theta0():
@@ -84,6 +106,7 @@ def test_ntk_of_frozen_initial_net_is_theta0():
     ref = ntk_loop(net, x)
     assert _rel(ntk(frozen, x), ref) < 1e-10
     assert _rel(ntk(frozen, x, method="jacobian"), ref) < 1e-10
+    assert _rel(ntk(frozen, x, method="modules"), ref) < 1e-10
 
 
 def test_kernel_change_and_stats_definitions():

@@ -23,8 +23,8 @@ class NTKChange(ScheduledCallback):
     def __init__(self, n_points: int = 100, schedule: LogSpacedSchedule | None = None, method: str = "auto"):
         super().__init__(schedule)
         self.n_points = check_positive_int("NTKChange.n_points", n_points, minimum=2)
-        if method not in ("auto", "layerwise", "jacobian"):
-            raise ConfigError("NTKChange.method", method, "one of 'auto', 'layerwise', 'jacobian'")
+        if method not in ("auto", "layerwise", "modules", "jacobian"):
+            raise ConfigError("NTKChange.method", method, "one of 'auto', 'layerwise', 'modules', 'jacobian'")
         self.method = method
         self.theta_0: torch.Tensor | None = None
         self.stats_0: dict[str, float] = {}

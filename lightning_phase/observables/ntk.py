@@ -7,13 +7,18 @@ Example (float64, FC net, P = 100 points)::
     theta_xt = ntk(net, x, x_test)            # (100, P_test) cross kernel
     kernel_change(theta0, ntk(net_t, x))      # ‖Θ_t − Θ₀‖_F / ‖Θ₀‖_F
 
-Two implementations behind ``ntk`` (``method="auto"`` picks the first that applies):
+Three implementations behind ``ntk`` (``method="auto"``: layerwise for `FullyConnected`, else modules, else
+jacobian):
 
 - ``"layerwise"`` — `FullyConnected` only. Θ = Σ_ℓ (B_ℓB'_ℓᵀ) ∘ (A_ℓA'_ℓᵀ + b²), A_ℓ = layer input/√n_in
   (P, n_in), B_ℓ = ∂f/∂z_ℓ at the layer's pre-activation (P, n_out), b the bias scale (term only when the
   layer has a bias). All B_ℓ come from ONE ``autograd.grad(f.sum(), [z_1..z_{L+1}])`` (the samples are
   independent, so the gradient of the sum is the per-sample gradient). Cost O(P²·Σ_ℓ(n_in+n_out)) in
   GEMMs; the P×N Jacobian is never formed. Exact (same floating-point sums as J·Jᵀ up to rounding).
+- ``"modules"`` — any ``nn.Module`` whose parameter-owning submodules are each called once on a batch
+  tensor (``_ntk_modules``): the same structure module by module — linear modules by the layer-wise formula,
+  others (convolutions, a bare readout parameter, ...) by per-sample gradients of that module alone (vmap
+  of its vjp) and Θ_m = G_m G_mᵀ. One forward and one backward for the whole net; O(P²·N_other) GEMMs.
 - ``"jacobian"`` — any ``nn.Module`` mapping (P, ...) → (P,): per-sample Jacobian rows by
   ``vmap(jacrev(functional_call))`` on chunks of ``chunk`` samples, Θ accumulated block by block as
   J_i J_jᵀ. Memory O(chunk·N) per block (plus the P×P result); cost O(P²·N), the J·Jᵀ product.
@@ -31,8 +36,9 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
 from lightning_phase.nets.fc import FullyConnected
+from lightning_phase.observables._ntk_modules import Unsupported, gram_blocks, ntk_modules
 
-Method = Literal["auto", "layerwise", "jacobian"]
+Method = Literal["auto", "layerwise", "modules", "jacobian"]
 
 
 def ntk(net: nn.Module, x: Tensor, x2: Tensor | None = None, method: Method = "auto",
@@ -42,18 +48,26 @@ def ntk(net: nn.Module, x: Tensor, x2: Tensor | None = None, method: Method = "a
     ``requires_grad`` is ignored, so the frozen initial net (``PhaseModule.net0``) gives Θ₀ directly.
 
     x: (P, ...), x2: (P', ...) or None (then x2 = x and Θ is symmetric) → Θ: (P, P'), the dtype of the net.
-    ``chunk``: samples per Jacobian block on the "jacobian" path (default: as many as keep a block of
-    J at ≤ 2²⁴ entries, i.e. 128 MB in float64). Gradients are not tracked through the result.
+    ``chunk``: samples per block of Jacobian rows ("jacobian") or of per-sample gradients of the non-linear
+    modules ("modules"); default: as many as keep a block at ≤ 2²⁴ entries (128 MB in float64).
+    Gradients are not tracked through the result.
     """
     if method == "auto":
-        method = "layerwise" if isinstance(net, FullyConnected) else "jacobian"
+        method = "layerwise" if isinstance(net, FullyConnected) else "auto_generic"
     if method == "layerwise":
         if not isinstance(net, FullyConnected):
             raise TypeError(f"method='layerwise' needs a FullyConnected net, got {type(net).__name__}")
         return _ntk_fc(net, x, x2)
+    if method == "modules":
+        return ntk_modules(net, x, x2, chunk)
     if method == "jacobian":
         return _ntk_jacobian(net, x, x2, chunk)
-    raise ValueError(f"method: got {method!r}; expected 'auto', 'layerwise' or 'jacobian'")
+    if method == "auto_generic":
+        try:
+            return ntk_modules(net, x, x2, chunk)
+        except Unsupported:
+            return _ntk_jacobian(net, x, x2, chunk)
+    raise ValueError(f"method: got {method!r}; expected one of 'auto', 'layerwise', 'modules', 'jacobian'")
 
 
 # ---- layer-wise exact path for FullyConnected -------------------------------------------------------
@@ -104,34 +118,9 @@ def _jacobian_fn(net: nn.Module):
 
 def _ntk_jacobian(net: nn.Module, x: Tensor, x2: Tensor | None, chunk: int | None) -> Tensor:
     rows, n_params = _jacobian_fn(net)
-    if chunk is None:
-        chunk = max(1, min(len(x), 2**24 // max(n_params, 1)))
-    sym = x2 is None
-    x2 = x if sym else x2
-    theta = torch.empty(len(x), len(x2), dtype=next(net.parameters()).dtype, device=x.device)
-    starts1, starts2 = range(0, len(x), chunk), range(0, len(x2), chunk)
-    # Keep the column blocks J(x2_j) when they fit in 8 blocks' worth of memory, else recompute them.
-    cache = len(starts2) <= 8
-    cached: dict[int, Tensor] = {}
-
-    def col(j: int) -> Tensor:
-        if j in cached:
-            return cached[j]
-        J = rows(x2[j : j + chunk])
-        if cache:
-            cached[j] = J
-        return J
-
-    with torch.no_grad():
-        for i in starts1:
-            Ji = rows(x[i : i + chunk])  # (c, N)
-            for j in starts2:
-                if sym and j < i:
-                    theta[i : i + chunk, j : j + chunk] = theta[j : j + chunk, i : i + chunk].T
-                    continue
-                Jj = Ji if (sym and j == i) else col(j)
-                theta[i : i + chunk, j : j + chunk] = Ji @ Jj.T
-    return theta
+    xb = x if x2 is None else x2
+    return gram_blocks(lambda i, j: rows(x[i:j]), len(x), lambda i, j: rows(xb[i:j]), len(xb), n_params,
+                       chunk, x2 is None, next(net.parameters()).dtype, x.device)
 
 
 # ---- brute-force reference ----------------------------------------------------------------------------
