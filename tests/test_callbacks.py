@@ -115,7 +115,7 @@ def test_callbacks_log_their_keys_and_summaries(tmp_path):
     for cb in cbs:
         summary.update(cb.summary())
     for key in ("ntk_rel_change", "theta", "theta_err", "gamma", "gamma_err", "weights_change", "t1",
-                "hessian_min", "hessian_max", "n_delta"):
+                "hessian_min", "hessian_max", "margins_n_delta"):
         assert key in summary, key
     assert summary["ntk_rel_change"] == log.values("ntk/rel_change")[-1][1]
     assert summary["hessian_min"] <= summary["hessian_max"] and summary["hessian_method"] == "dense"
@@ -160,3 +160,22 @@ def test_resumed_ntk_change_keeps_theta0_and_step():
     assert torch.equal(fresh.theta_0, cb.theta_0) and fresh.last_step == 4
     assert fresh.summary() == cb.summary() and fresh.state_key == cb.state_key
     assert NTKChange(n_points=11).state_key != cb.state_key
+
+
+def test_callbacks_build_from_a_trainer_callbacks_yaml_list():
+    import yaml
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser()
+    parser.add_argument("--callbacks", type=list[pl.Callback])
+    cfg = yaml.safe_load("""
+    callbacks:
+      - class_path: lightning_phase.callbacks.NTKChange
+        init_args: {n_points: 200, schedule: {points_per_decade: 5}}
+      - class_path: lightning_phase.callbacks.HessianSpectrum
+        init_args: {n_points: 100}
+      - lightning_phase.callbacks.Margins
+    """)
+    cbs = parser.instantiate(parser.parse_object(cfg)).callbacks
+    assert [type(c).__name__ for c in cbs] == ["NTKChange", "HessianSpectrum", "Margins"]
+    assert cbs[0].schedule == LogSpacedSchedule(5) and cbs[0].n_points == 200 and cbs[1].n_points == 100

@@ -25,7 +25,8 @@ class Margins(ScheduledCallback):
     ``margins/theta``, ``margins/theta_err``, ``margins/gamma``, ``margins/gamma_err`` and the figure
     ``margins/tails`` (log–log tails with fitted lines). Rank 0 only, on the full set, so N_Δ is global.
 
-    Summary: n_delta, n_delta_over_p, theta, theta_err, gamma, gamma_err, k_pos, k_neg (final).
+    Summary: margins_n_delta, margins_n_delta_over_p (final, full training set), theta, theta_err, gamma,
+    gamma_err, k_pos, k_neg (the values the tail fits used).
     """
 
     def __init__(self, schedule: LogSpacedSchedule | None = None, histogram: bool = True, tails: bool = True,
@@ -72,11 +73,11 @@ class Margins(ScheduledCallback):
             writer.add_figure("margins/tails", tails_figure(delta, fit), global_step=step)
 
     def summary(self) -> dict[str, float | int | None]:
-        out = {k: self.last.get(f"margins/{k}") for k in ("n_delta", "n_delta_over_p")}
+        out = {f"margins_{k}": self.last.get(f"margins/{k}") for k in ("n_delta", "n_delta_over_p")}
         for k in ("theta", "theta_err", "gamma", "gamma_err", "k_pos", "k_neg"):
             out[k] = self.fit.get(k)
-        if out["n_delta"] is not None:
-            out["n_delta"] = int(out["n_delta"])
+        if out["margins_n_delta"] is not None:
+            out["margins_n_delta"] = int(out["margins_n_delta"])
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -7,8 +7,10 @@ Example (float64, FC net, P = 100 points)::
     theta_xt = ntk(net, x, x_test)            # (100, P_test) cross kernel
     kernel_change(theta0, ntk(net_t, x))      # ‖Θ_t − Θ₀‖_F / ‖Θ₀‖_F
 
-Three implementations behind ``ntk`` (``method="auto"``: layerwise for `FullyConnected`, else modules, else
-jacobian):
+Three implementations behind ``ntk``. ``method="auto"``: layerwise for `FullyConnected`; modules when every
+parameter-owning module is linear (one forward + one backward + small GEMMs); else jacobian — measured
+faster than "modules" for CNNs, whose per-sample conv gradients cost about what vmap(jacrev) does
+(benchmarks/ntk.py):
 
 - ``"layerwise"`` — `FullyConnected` only. Θ = Σ_ℓ (B_ℓB'_ℓᵀ) ∘ (A_ℓA'_ℓᵀ + b²), A_ℓ = layer input/√n_in
   (P, n_in), B_ℓ = ∂f/∂z_ℓ at the layer's pre-activation (P, n_out), b the bias scale (term only when the
@@ -36,7 +38,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, jacrev, vmap
 
 from lightning_phase.nets.fc import FullyConnected
-from lightning_phase.observables._ntk_modules import Unsupported, gram_blocks, ntk_modules
+from lightning_phase.observables._ntk_modules import Unsupported, all_linear, gram_blocks, ntk_modules
 
 Method = Literal["auto", "layerwise", "modules", "jacobian"]
 
@@ -53,7 +55,15 @@ def ntk(net: nn.Module, x: Tensor, x2: Tensor | None = None, method: Method = "a
     Gradients are not tracked through the result.
     """
     if method == "auto":
-        method = "layerwise" if isinstance(net, FullyConnected) else "auto_generic"
+        if isinstance(net, FullyConnected):
+            method = "layerwise"
+        elif all_linear(net):
+            try:
+                return ntk_modules(net, x, x2, chunk)
+            except Unsupported:  # e.g. a Linear used twice (shared weights)
+                method = "jacobian"
+        else:
+            method = "jacobian"
     if method == "layerwise":
         if not isinstance(net, FullyConnected):
             raise TypeError(f"method='layerwise' needs a FullyConnected net, got {type(net).__name__}")
@@ -62,11 +72,6 @@ def ntk(net: nn.Module, x: Tensor, x2: Tensor | None = None, method: Method = "a
         return ntk_modules(net, x, x2, chunk)
     if method == "jacobian":
         return _ntk_jacobian(net, x, x2, chunk)
-    if method == "auto_generic":
-        try:
-            return ntk_modules(net, x, x2, chunk)
-        except Unsupported:
-            return _ntk_jacobian(net, x, x2, chunk)
     raise ValueError(f"method: got {method!r}; expected one of 'auto', 'layerwise', 'modules', 'jacobian'")
 
 
