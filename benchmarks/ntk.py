@@ -6,7 +6,8 @@ Reports, per case: time of each method and their ratio, max |Θ − Θ_loop| / m
 above the baseline (Linux VmHWM after resetting it through /proc/self/clear_refs: resident memory,
 so torch's allocations are seen, unlike tracemalloc; glibc's mmap threshold is fixed at 128 kB so freed
 blocks leave the resident set), and for the layer-wise path the ratio of its time
-to that of its unavoidable GEMMs (A_ℓA_ℓᵀ and B_ℓB_ℓᵀ of every layer, timed alone on the same shapes).
+to that of the GEMMs of the formula (A_ℓA_ℓᵀ and B_ℓB_ℓᵀ of every layer, full P×P, timed alone on the same
+shapes; the symmetric case computes only the upper block triangle, so the ratio can fall below 1).
 When the loop's P×N Jacobian would not fit (``loop_rows``), the loop is timed on that many rows and
 extrapolated: gradients linearly in P, the J·Jᵀ product quadratically (it is P²N flops); max |Δ| is then
 measured on those rows only. Last table: one NTK on the kernel set in units of one full-batch training step.

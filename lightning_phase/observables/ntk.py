@@ -91,16 +91,34 @@ def _fc_signals(net: FullyConnected, x: Tensor) -> tuple[list[Tensor], list[Tens
     return A, [b.detach() for b in B]
 
 
-def _ntk_fc(net: FullyConnected, x: Tensor, x2: Tensor | None) -> Tensor:
-    A1, B1 = _fc_signals(net, x)
-    A2, B2 = (A1, B1) if x2 is None else _fc_signals(net, x2)
+def _fc_gram(net: FullyConnected, A1, B1, A2, B2) -> Tensor:
+    """Σ_ℓ (B_ℓB'_ℓᵀ)∘(A_ℓA'_ℓᵀ + b_ℓ²) for one block of rows (A1, B1) and columns (A2, B2)."""
     theta = None
     for layer, a1, b1, a2, b2 in zip(net.layers, A1, B1, A2, B2, strict=True):
         aa = a1 @ a2.T  # (P, P') weight part: (BBᵀ)∘(AAᵀ)
         if layer.bias is not None:
-            aa = aa + layer.bias_scale**2  # bias part: b²·BBᵀ
+            aa += layer.bias_scale**2  # bias part: b²·BBᵀ
         term = (b1 @ b2.T).mul_(aa)
         theta = term if theta is None else theta.add_(term)
+    return theta
+
+
+def _ntk_fc(net: FullyConnected, x: Tensor, x2: Tensor | None, block: int = 256) -> Tensor:
+    A1, B1 = _fc_signals(net, x)
+    if x2 is not None:
+        return _fc_gram(net, A1, B1, *_fc_signals(net, x2))
+    # Symmetric: compute the blocks on and above the diagonal only (≈ half the GEMM flops for large P).
+    P = len(x)
+    theta = torch.empty(P, P, dtype=A1[0].dtype, device=x.device)
+    starts = range(0, P, block)
+    for i in starts:
+        rows = ([a[i : i + block] for a in A1], [b[i : i + block] for b in B1])
+        for j in starts:
+            if j < i:
+                theta[i : i + block, j : j + block] = theta[j : j + block, i : i + block].T
+            else:
+                cols = ([a[j : j + block] for a in A1], [b[j : j + block] for b in B1])
+                theta[i : i + block, j : j + block] = _fc_gram(net, *rows, *cols)
     return theta
 
 
