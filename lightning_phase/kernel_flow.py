@@ -20,42 +20,11 @@ from __future__ import annotations
 import torch
 from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
-from torch.func import functional_call, jacrev, vmap
 
-from lightning_phase.errors import ConfigError
+from lightning_phase.errors import ConfigError, check_positive_float
 from lightning_phase.module import PhaseModule
+from lightning_phase.observables import ntk
 from lightning_phase.optim import GradientFlow
-
-
-def _jacobian_ntk(net: nn.Module, x: Tensor, x2: Tensor | None = None, chunk: int = 256) -> Tensor:
-    """Θ(x, x2) = J(x)J(x2)ᵀ, J = ∂f/∂w (P, N) by per-sample autograd (torch.func); f without α.
-
-    x (P, ...), x2 (P2, ...) → (P, P2). Plain reference path; the fast layer-wise NTK of
-    ``lightning_phase.observables`` is used instead when it is available (see :func:`ntk0`).
-    """
-    params = {k: v.detach() for k, v in net.named_parameters()}
-
-    def f_single(p: dict[str, Tensor], xi: Tensor) -> Tensor:
-        return functional_call(net, p, (xi.unsqueeze(0),)).reshape(())
-
-    def jac(xs: Tensor) -> Tensor:  # (P, N)
-        rows = []
-        for i in range(0, xs.shape[0], chunk):
-            J = vmap(jacrev(f_single), in_dims=(None, 0))(params, xs[i:i + chunk])  # name → (c, *shape)
-            rows.append(torch.cat([j.reshape(j.shape[0], -1) for j in J.values()], dim=1))
-        return torch.cat(rows)
-
-    J1 = jac(x)
-    return J1 @ (J1 if x2 is None else jac(x2)).T
-
-
-def ntk0(net: nn.Module, x: Tensor, x2: Tensor | None = None) -> Tensor:
-    """Θ₀(x, x2) of ``net`` at its current weights: the fast ``observables.ntk`` if present, else autograd."""
-    try:
-        from lightning_phase.observables import ntk  # noqa: PLC0415  (branch `obs`; optional until merged)
-    except ImportError:
-        return _jacobian_ntk(net, x, x2)
-    return ntk(net, x, x2)
 
 
 def _default_flow(params) -> GradientFlow:
@@ -85,7 +54,7 @@ class KernelFlow(PhaseModule):
         super().__init__(net, alpha=1.0, loss=loss, loss_beta=loss_beta, optimizer=optimizer)
         self.alpha_tilde = None  # α̃ = ∞: the summary should record the lazy limit, not α̃ = √h
         self.lazy_limit = True
-        self.jitter, self.jitter_used = float(jitter), None
+        self.jitter, self.jitter_used = check_positive_float("model.jitter", jitter), None
         self.theta: nn.Parameter | None = None
         self.register_buffer("x_train", None, persistent=False)
         self._features: list[tuple[Tensor, Tensor]] = []  # (x, Θ₀(x, X)C⁻ᵀ) cache, a few sets
@@ -111,7 +80,7 @@ class KernelFlow(PhaseModule):
     def _cholesky(self) -> Tensor:
         if self._chol is None:
             X = self.x_train.to(self.theta)
-            K = ntk0(self.net, X)  # (P, P)
+            K = ntk(self.net, X)  # (P, P)
             scale = K.diagonal().mean()
             eye = torch.eye(K.shape[0], dtype=K.dtype, device=K.device)
             chol, info = torch.linalg.cholesky_ex(K)
@@ -132,7 +101,7 @@ class KernelFlow(PhaseModule):
                 return phi
         C = self._cholesky()
         with torch.no_grad():
-            K = ntk0(self.net, x.to(C), self.x_train.to(C))  # (P_x, P)
+            K = ntk(self.net, x.to(C), self.x_train.to(C))  # (P_x, P)
             phi = torch.linalg.solve_triangular(C, K.T, upper=False).T  # K C⁻ᵀ
         self._features = [*self._features[-3:], (x, phi)]
         return phi

@@ -13,7 +13,7 @@ from _flow_helpers import OneBatch, StopAt, ToyData, fc, trainer
 from scipy.integrate import solve_ivp
 
 from lightning_phase import ConfigError, PhaseModule
-from lightning_phase.kernel_flow import KernelFlow, _jacobian_ntk
+from lightning_phase.kernel_flow import KernelFlow
 from lightning_phase.optim import GradientFlow
 
 
@@ -34,13 +34,6 @@ def fit_to(model, data, T):
     trainer(StopAt(T)).fit(model, data)
     with torch.no_grad():
         return model(data.x_test)
-
-
-def test_jacobian_ntk_matches_per_sample_autograd():
-    net, data = fc(7), ToyData(n_train=5, n_test=4)
-    expected = brute_ntk(net, data.x_train, data.x_test)
-    got = _jacobian_ntk(net, data.x_train, data.x_test, chunk=2)
-    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
 
 
 def test_kernel_flow_solves_the_dual_kernel_ode():

@@ -1,48 +1,33 @@
-"""DynamicsLogger: logs the integrator's ``dynamics/*`` scalars on a log-spaced schedule of steps."""
+"""DynamicsLogger: the integrator's ``dynamics/*`` scalars (GradientFlow) on the shared log-spaced schedule."""
 
 from __future__ import annotations
 
-import math
-
 import pytorch_lightning as pl
 
-from lightning_phase.errors import check_positive_int
+from lightning_phase.callbacks.schedule import LogSpacedSchedule, ScheduledCallback
 
 
-def log_spaced(step: int, per_decade: int) -> bool:
-    """True for step 1..10 and whenever ⌊per_decade·log₁₀ step⌋ increases (≈ per_decade points a decade)."""
-    if step <= 10:
-        return step >= 1
-    return math.floor(per_decade * math.log10(step)) > math.floor(per_decade * math.log10(step - 1))
+class DynamicsLogger(ScheduledCallback):
+    """Logs ``optimizer.stats()``: dynamics/dt, dynamics/time (t = Σ accepted dt), dynamics/steps,
+    dynamics/rejections, dynamics/d_grad, dynamics/d_out (of the last accepted step).
 
-
-class DynamicsLogger(pl.Callback):
-    """Logs ``optimizer.stats()`` (GradientFlow: dynamics/dt, time, steps, rejections, d_grad, d_out).
-
-    When: steps 1–10, then ``per_decade`` log-spaced steps per decade, and at the end of fit. Written
-    straight to the loggers (``trainer.loggers``), so it costs nothing on other steps and is not
-    filtered by ``Trainer(log_every_n_steps)``. Optimisers without ``stats()`` are skipped.
+    When: ``schedule`` (default 20 points per decade of steps), and at the end of the fit; written straight
+    to the loggers, so other steps cost nothing and ``Trainer(log_every_n_steps)`` does not filter it.
+    Optimisers without ``stats()`` (SGD, Adam) log nothing. Summary: ``rejections`` and the final ``dt``.
     """
 
-    def __init__(self, per_decade: int = 20):
-        self.per_decade = check_positive_int("callbacks.DynamicsLogger.per_decade", per_decade)
+    def __init__(self, schedule: LogSpacedSchedule | None = None):
+        super().__init__(schedule if schedule is not None else LogSpacedSchedule(points_per_decade=20))
 
-    @staticmethod
-    def _stats(trainer: pl.Trainer) -> dict[str, float] | None:
-        if not trainer.optimizers:
-            return None
-        stats = getattr(trainer.optimizers[0], "stats", None)
-        return stats() if callable(stats) else None
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(points_per_decade=self.schedule.points_per_decade)
 
-    def _log(self, trainer: pl.Trainer) -> None:
-        stats = self._stats(trainer)
-        if stats is not None and trainer.is_global_zero:
-            for logger in trainer.loggers:
-                logger.log_metrics(stats, step=trainer.global_step)
+    def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> dict[str, float]:
+        stats = getattr(trainer.optimizers[0], "stats", None) if trainer.optimizers else None
+        return stats() if callable(stats) else {}
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if log_spaced(trainer.global_step, self.per_decade):
-            self._log(trainer)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._log(trainer)
+    def summary(self) -> dict[str, float]:
+        if not self.last:
+            return {}
+        return {"rejections": int(self.last["dynamics/rejections"]), "dt": self.last["dynamics/dt"]}

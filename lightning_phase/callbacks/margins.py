@@ -1,0 +1,88 @@
+"""Margins: N_Δ, the Δ distribution and its exponents θ, γ near jamming ([JAM])."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lightning_phase.callbacks._figures import tails_figure
+from lightning_phase.callbacks.schedule import (
+    LogSpacedSchedule,
+    ScheduledCallback,
+    full_set,
+    log_metrics,
+    tensorboard,
+)
+from lightning_phase.observables import margins, n_delta, tail_exponents
+
+
+class Margins(ScheduledCallback):
+    """On the whole training set (``trainer.datamodule.x_train, y_train``), Δ = 1 − yF at the scheduled steps
+    and at the end: ``margins/n_delta`` (N_Δ = #{Δ > 0}), ``margins/n_delta_over_p``, ``margins/min``,
+    ``margins/median``, and with a TensorBoardLogger a histogram ``margins/delta``. At the end: θ, γ with
+    bootstrap errors (``observables.tail_exponents``; ``k_min``, ``n_boot``, ``seed`` passed on) as
+    ``margins/theta``, ``margins/theta_err``, ``margins/gamma``, ``margins/gamma_err`` and the figure
+    ``margins/tails`` (log–log tails with fitted lines). Rank 0 only, on the full set, so N_Δ is global.
+
+    Summary: margins_n_delta, margins_n_delta_over_p (final, full training set), theta, theta_err, gamma,
+    gamma_err, k_pos, k_neg (the values the tail fits used).
+    """
+
+    def __init__(self, schedule: LogSpacedSchedule | None = None, histogram: bool = True, tails: bool = True,
+                 k_min: int = 50, n_boot: int = 200, seed: int = 0):
+        super().__init__(schedule)
+        self.histogram, self.tails = histogram, tails
+        self.k_min, self.n_boot, self.seed = k_min, n_boot, seed
+        self.fit: dict[str, Any] = {}
+        self._xy = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(points_per_decade=self.schedule.points_per_decade)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self._xy = (full_set(trainer, pl_module, "x_train"), full_set(trainer, pl_module, "y_train"))
+        super().on_train_start(trainer, pl_module)
+
+    def _delta(self, pl_module) -> torch.Tensor:
+        x, y = self._xy
+        with torch.no_grad():
+            return margins(pl_module(x), y)  # (P,)
+
+    def measure(self, trainer, pl_module, step: int) -> dict[str, float]:
+        delta = self._delta(pl_module)
+        writer = tensorboard(trainer)
+        if self.histogram and writer is not None:
+            writer.add_histogram("margins/delta", delta.detach().cpu(), global_step=step)
+        n = int(n_delta(delta))
+        return {"margins/n_delta": n, "margins/n_delta_over_p": n / len(delta),
+                "margins/min": float(delta.min()), "margins/median": float(delta.median())}
+
+    def on_fit_end_measure(self, trainer, pl_module, step: int) -> None:
+        if not self.tails:
+            return
+        delta = self._delta(pl_module).cpu().double().numpy()
+        fit = tail_exponents(delta, k_min=self.k_min, n_boot=self.n_boot, seed=self.seed)
+        self.fit = fit.as_dict()
+        keys = ("theta", "theta_err", "gamma", "gamma_err")
+        log_metrics(trainer, {f"margins/{k}": getattr(fit, k) for k in keys}, step)
+        writer = tensorboard(trainer)
+        if writer is not None:
+            writer.add_figure("margins/tails", tails_figure(delta, fit), global_step=step)
+
+    def summary(self) -> dict[str, float | int | None]:
+        out = {f"margins_{k}": self.last.get(f"margins/{k}") for k in ("n_delta", "n_delta_over_p")}
+        for k in ("theta", "theta_err", "gamma", "gamma_err", "k_pos", "k_neg"):
+            out[k] = self.fit.get(k)
+        if out["margins_n_delta"] is not None:
+            out["margins_n_delta"] = int(out["margins_n_delta"])
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "fit": dict(self.fit)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.fit = dict(state_dict.get("fit", {}))

@@ -1,0 +1,68 @@
+"""NTKChange: how far the empirical NTK has moved from Θ₀ (the lazy/feature order parameter, [FL])."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from lightning_phase.callbacks.schedule import LogSpacedSchedule, ScheduledCallback, full_set
+from lightning_phase.errors import ConfigError, check_positive_int
+from lightning_phase.observables import kernel_change, kernel_stats, ntk
+
+
+class NTKChange(ScheduledCallback):
+    """Logs ``ntk/rel_change`` = ‖Θ_t − Θ₀‖_F/‖Θ₀‖_F on the first ``n_points`` of the data module's fixed
+    kernel set (``x_kernel``), plus ``ntk/norm`` (‖Θ_t‖_F), ``ntk/trace`` and ``ntk/top_eig``, at the
+    scheduled steps and at the end. Θ₀ is the NTK of the frozen initial net ``pl_module.net0`` (= w₀), so a
+    resumed run uses the same Θ₀. Rank 0 only. ``method``: see ``observables.ntk``.
+
+    Summary: ntk_rel_change, ntk_norm, ntk_top_eig (final), ntk_norm0 (at w₀).
+    """
+
+    def __init__(self, n_points: int = 100, schedule: LogSpacedSchedule | None = None, method: str = "auto"):
+        super().__init__(schedule)
+        self.n_points = check_positive_int("NTKChange.n_points", n_points, minimum=2)
+        if method not in ("auto", "layerwise", "modules", "jacobian"):
+            raise ConfigError("NTKChange.method", method, "one of 'auto', 'layerwise', 'modules', 'jacobian'")
+        self.method = method
+        self.theta_0: torch.Tensor | None = None
+        self.stats_0: dict[str, float] = {}
+        self._x = None
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(n_points=self.n_points, method=self.method)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit":
+            return
+        xk = getattr(trainer.datamodule, "x_kernel", None) if trainer.datamodule is not None else None
+        n_kernel = 0 if xk is None else len(xk)
+        if n_kernel < self.n_points:
+            raise ConfigError("data.n_kernel", n_kernel,
+                              f"an integer >= {self.n_points} (NTKChange.n_points)")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            self._x = full_set(trainer, pl_module, "x_kernel", self.n_points)  # (P_k, ...)
+            if self.theta_0 is None:
+                self.theta_0 = ntk(pl_module.net0, self._x, method=self.method)  # (P_k, P_k)
+                self.stats_0 = kernel_stats(self.theta_0)
+        super().on_train_start(trainer, pl_module)
+
+    def measure(self, trainer, pl_module, step: int) -> dict[str, float]:
+        theta = ntk(pl_module.net, self._x, method=self.method)
+        return {"ntk/rel_change": kernel_change(self.theta_0, theta),
+                **{f"ntk/{k}": v for k, v in kernel_stats(theta).items()}}
+
+    def summary(self) -> dict[str, float | None]:
+        return {"ntk_rel_change": self.last.get("ntk/rel_change"), "ntk_norm": self.last.get("ntk/norm"),
+                "ntk_top_eig": self.last.get("ntk/top_eig"), "ntk_norm0": self.stats_0.get("norm")}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "theta_0": self.theta_0, "stats_0": dict(self.stats_0)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.theta_0, self.stats_0 = state_dict["theta_0"], dict(state_dict["stats_0"])

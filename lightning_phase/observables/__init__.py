@@ -1,0 +1,36 @@
+"""Pure observables of a run (SCIENCE.md §4): tensors and ``nn.Module``s in, numbers and tensors out.
+
+No Lightning, no files, no logging; every function states its formula and is tested against a
+brute-force definition in float64 (tests/test_observables.py).
+"""
+
+from lightning_phase.observables.dynamics import output_norm, t1, weights_change
+from lightning_phase.observables.hessian import Spectrum, hessian, hessian_spectrum
+from lightning_phase.observables.margins import (
+    TailFit,
+    log_histogram,
+    margins,
+    n_delta,
+    power_law_mle,
+    tail_exponents,
+)
+from lightning_phase.observables.ntk import kernel_change, kernel_stats, ntk, ntk_loop
+
+__all__ = [
+    "Spectrum",
+    "TailFit",
+    "hessian",
+    "hessian_spectrum",
+    "kernel_change",
+    "kernel_stats",
+    "log_histogram",
+    "margins",
+    "n_delta",
+    "ntk",
+    "ntk_loop",
+    "output_norm",
+    "power_law_mle",
+    "t1",
+    "tail_exponents",
+    "weights_change",
+]
