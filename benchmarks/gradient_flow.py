@@ -1,11 +1,11 @@
 """Speed of GradientFlow inside the Lightning trainer, as ratios against plain PyTorch timed in this run.
 
-    OMP_NUM_THREADS=1 python benchmarks/gradient_flow.py [--width 128] [--steps 150] [--repeats 3]
+    OMP_NUM_THREADS=1 python benchmarks/gradient_flow.py [--width 128] [--steps 100] [--repeats 5]
 
-1. GradientFlow (SCIENCE.md §3) in ``Trainer.fit`` vs a plain loop implementing the same accept/reject rule
-   on flat vectors, same net and data (P = 1000, d = 50, h = --width, L = 2, float64, soft hinge, α̃ = 1):
-   time per accepted step, and the parameter difference between the two trajectories (same rule ⇒ same dt
-   sequence ⇒ agreement to rounding).
+1. GradientFlow (SCIENCE.md §3) in ``Trainer.fit``, and alone with a plain closure, vs a plain loop that
+   implements the same accept/reject rule on flat vectors, same net and data (P = 1000, d = 50,
+   h = --width, L = 2, float64, soft hinge, α̃ = 1): time per accepted step, and the parameter difference
+   between the two trajectories (same rule ⇒ same dt sequence ⇒ agreement to rounding).
 2. The trainer's own cost per step for a tiny full-batch model (P = 1000, d = 50, h = 100, L = 3, SGD):
    Lightning vs a plain loop.
 Both are shown for PhaseModule as it is (train/* logged only on the steps the logger writes, every
@@ -130,6 +130,28 @@ def plain_gradient_flow(net, x, y, alpha, steps, max_dgrad=1e-4, max_dout=0.1) -
     return (time.perf_counter() - t0) / (steps - WARMUP), parameters_to_vector(params).detach()
 
 
+def optimiser_alone(net, x, y, alpha, steps) -> float:
+    """GradientFlow.step with a plain closure, no trainer: the optimiser's own cost vs the hand loop."""
+    with torch.no_grad():
+        f0 = net(x)
+    opt, last = GradientFlow(net.parameters()), {}
+    opt.watch_outputs(lambda: last["F"])
+
+    def closure():
+        opt.zero_grad()
+        F = alpha * (net(x) - f0)
+        last["F"] = F.detach()
+        loss = soft_hinge(y * F).mean() / alpha**2
+        loss.backward()
+        return loss
+
+    for step in range(steps):
+        if step == WARMUP:
+            t0 = time.perf_counter()
+        opt.step(closure)
+    return (time.perf_counter() - t0) / (steps - WARMUP)
+
+
 def plain_sgd(net, x, y, steps, lr=0.1) -> float:
     opt = torch.optim.SGD(net.parameters(), lr=lr)
     with torch.no_grad():
@@ -146,9 +168,11 @@ def plain_sgd(net, x, y, steps, lr=0.1) -> float:
 def report(timings: dict[str, list[float]]) -> None:
     """One line per variant: median and min ms/step, and both as ratios to the plain loop."""
     med0, min0 = statistics.median(timings["plain"]), min(timings["plain"])
-    labels = {"plain": "plain loop              ", "lightning": "Lightning (PhaseModule) ",
-              "log_every_step": "Lightning, log each eval"}
+    labels = {"plain": "plain loop              ", "optimiser": "GradientFlow, no trainer",
+              "lightning": "Lightning (PhaseModule) ", "log_every_step": "Lightning, log each eval"}
     for key, label in labels.items():
+        if key not in timings:
+            continue
         med, mn = statistics.median(timings[key]), min(timings[key])
         print(f"  {label}  median {med * 1e3:6.2f} ms (×{med / med0:.2f})"
               f"   min {mn * 1e3:6.2f} ms (×{mn / min0:.2f})")
@@ -168,10 +192,11 @@ def main() -> None:
         return FullyConnected(width, depth, "softplus", 5.0, input_dim=D, seed=1).double()
 
     alpha = 1.0 / math.sqrt(h)  # α̃ = 1
-    timings = {"plain": [], "lightning": [], "log_every_step": []}
+    timings = {"plain": [], "optimiser": [], "lightning": [], "log_every_step": []}
     for _ in range(args.repeats):
         t, w_plain = plain_gradient_flow(fc(h, 2), x, y, alpha, n)
         timings["plain"].append(t)
+        timings["optimiser"].append(optimiser_alone(fc(h, 2), x, y, alpha, n))
         for key, cls in (("log_every_step", LogEveryStep), ("lightning", PhaseModule)):
             t, model = lightning_time(cls, fc(h, 2), x, y, n, alpha=alpha, optimizer=GradientFlow)
             timings[key].append(t)
