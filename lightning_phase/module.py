@@ -62,7 +62,8 @@ class PhaseModule(pl.LightningModule):
         if alpha_tilde is not None:
             alpha_tilde = check_positive_float("model.alpha_tilde", alpha_tilde)
             if not isinstance(width, int) or width < 1:
-                raise ConfigError("model.alpha_tilde", alpha_tilde, "model.alpha instead: the net has no integer `width`")
+                raise ConfigError("model.alpha_tilde", alpha_tilde,
+                                  "model.alpha instead: the net has no integer `width`")
             return alpha_tilde / math.sqrt(width), alpha_tilde
         alpha = check_positive_float("model.alpha", alpha)
         return alpha, (math.sqrt(width) * alpha if isinstance(width, int) else None)
@@ -91,11 +92,15 @@ class PhaseModule(pl.LightningModule):
         if out.dim() == 2 and out.shape[1] == 1:
             out = out.squeeze(1)
         if out.shape != x.shape[:1]:
-            raise ConfigError("model.net", f"output shape {tuple(out.shape)}", f"shape ({x.shape[0]},): one scalar per sample")
+            raise ConfigError("model.net", f"output shape {tuple(out.shape)}",
+                              f"shape ({x.shape[0]},): one scalar per sample")
         return out
 
     def check_net(self, x: Tensor) -> None:
         """Raise ConfigError if the net does not map x (P, ...) to (P,) finite values; used before a run starts."""
+        param = next(self.net.parameters(), None)
+        if param is not None and x.is_floating_point():
+            x = x.to(param.dtype)  # before the trainer has applied its precision
         with torch.no_grad():
             out = self._scalar_output(self.net(x), x)
         if not torch.isfinite(out).all():
@@ -121,11 +126,20 @@ class PhaseModule(pl.LightningModule):
         x, y = batch
         F_out = self(x)
         s = self.stats(F_out, y)
-        self.log_dict({f"train/{k}": v.detach().float() for k, v in s.items()}, on_step=True, on_epoch=False,
-                      prog_bar=False, batch_size=len(y))
+        if self._logs_this_step():
+            self.log_dict({f"train/{k}": v.detach().float() for k, v in s.items()}, on_step=True, on_epoch=False,
+                          batch_size=len(y))
         # Gradient of L = (1/α²)·mean ℓ, logged value is α²L.
         return {"loss": s["loss"] / self.alpha**2, "loss_value": s["loss"].detach(),
                 "n_delta": s["n_delta"].detach(), "outputs": F_out.detach()}
+
+    def _logs_this_step(self) -> bool:
+        """True on the steps the logger writes (every ``trainer.log_every_n_steps``): self.log costs ~35% of a
+        small full-batch step, so it is called only when its value is kept."""
+        if self._trainer is None:
+            return False
+        connector = getattr(self.trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
