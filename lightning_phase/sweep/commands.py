@@ -101,8 +101,8 @@ def _prepare(args):
     runner = load_runner(args.runner)
     opts = WorkerOptions(runs_dir=Path(args.runs_dir).resolve(), heartbeat=args.heartbeat, grace=args.grace,
                          threads=args.threads)
-    h = ensure_study(open_storage(args.storage), spec)
-    return spec, runner, opts, h
+    storage = open_storage(args.storage)
+    return spec, runner, opts, lambda: ensure_study(storage, spec)
 
 
 def cmd_run(args) -> int:
@@ -110,10 +110,12 @@ def cmd_run(args) -> int:
     from lightning_phase.sweep.runner import preload
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    spec, runner, opts, h = _prepare(args)
+    spec, runner, opts, make_study = _prepare(args)
     t0 = time.time()
     preload(args.runner)
     import_s = time.time() - t0
+    _check_first_config(args.runner, spec, opts)
+    h = make_study()
     show = not args.no_progress
     print(f"{args.command} {spec.name}: storage {describe(args.storage)}, {args.workers} worker(s), "
           f"runs in {opts.runs_dir / spec.name}", file=sys.stderr)
@@ -148,6 +150,29 @@ def cmd_run(args) -> int:
     if not finished:
         print(f"{spec.name}: unfinished; run the same command again to continue", file=sys.stderr)
     return 0 if finished else 1
+
+
+def _check_first_config(runner_ref: str, spec, opts) -> None:
+    """A typo in a grid key fails here, in a second, rather than in every trial."""
+    import yaml
+
+    from lightning_phase.sweep.runner import check_config
+    from lightning_phase.sweep.worker import trial_config
+
+    params = spec.points()[0] if spec.grid else {}
+    if spec.threshold is not None:
+        params = {**params, spec.threshold.width_key: spec.threshold.width_min,
+                  spec.threshold.seed_key: spec.threshold.seeds[0]}
+    check_dir = opts.runs_dir / spec.name
+    check_dir.mkdir(parents=True, exist_ok=True)
+    path = check_dir / "check_config.yaml"
+    path.write_text(yaml.safe_dump(trial_config(spec, params, opts.runs_dir, "check")))
+    try:
+        error = check_config(runner_ref, path)
+    finally:
+        path.unlink(missing_ok=True)
+    if error:
+        raise ConfigError("spec", spec.name, f"a run config that `fit` accepts (first grid point: {error})")
 
 
 def cmd_results(args) -> int:

@@ -16,9 +16,7 @@ import multiprocessing
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -68,11 +66,23 @@ def preload(ref: str) -> None:
         import lightning_phase.cli  # noqa: F401  (torch, Lightning, the package: the ~5 s import)
 
 
-@dataclass
-class ChildResult:
-    exitcode: int | None
-    wall: float          # seconds from fork to reap
-    log_path: Path
+def check_config(ref: str, config_path: Path) -> str | None:
+    """For the default runner: parse the config like `fit` would (``--print_config``, in a forked child);
+    the one-line error if it is refused (an unknown key, a bad type), else None."""
+    if ref != DEFAULT_RUNNER:
+        return None
+    log = config_path.with_suffix(".check.log")
+    proc = start_child(_print_config, config_path, config_path.parent, threads=1, log_path=log)
+    proc.join()
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if "error" in ln.lower()]
+    log.unlink(missing_ok=True)
+    return None if proc.exitcode == 0 else (lines[-1] if lines else f"exit status {proc.exitcode}")
+
+
+def _print_config(config_path: str, run_dir: str) -> int:
+    from lightning_phase.cli import main
+
+    return main(["fit", "--config", config_path, "--print_config"])
 
 
 def _set_parent_death_signal() -> None:
@@ -112,11 +122,11 @@ def _child(runner: Runner, config_path: str, run_dir: str, log_path: str, thread
     os._exit(code)  # no atexit, no finalisers: never touch the worker's inherited storage connections
 
 
-def start_child(runner: Runner, config_path: Path, run_dir: Path, threads: int = 1):
+def start_child(runner: Runner, config_path: Path, run_dir: Path, threads: int = 1, log_path: Path | None = None):
     """Fork a child that runs ``runner``; returns the multiprocessing Process (already started)."""
     ctx = multiprocessing.get_context("fork")
-    proc = ctx.Process(target=_child, args=(runner, str(config_path), str(run_dir), str(run_dir / LOG_FILE), threads),
-                       daemon=False)
+    log = str(log_path or run_dir / LOG_FILE)
+    proc = ctx.Process(target=_child, args=(runner, str(config_path), str(run_dir), log, threads), daemon=False)
     proc.start()
     return proc
 
@@ -178,6 +188,3 @@ def _tail(run_dir: Path) -> str:
         return ""
     return f": {lines[-1][:300]}" if lines else ""
 
-
-def now() -> float:
-    return time.time()

@@ -163,10 +163,11 @@ def _parse_threshold(raw: Any, grid: dict[str, list]) -> ThresholdSpec:
         check_positive_int("threshold.seeds", s, minimum=0)
     wmin = check_positive_int("threshold.width_min", raw["width_min"])
     wmax = check_positive_int("threshold.width_max", raw["width_max"], minimum=wmin + 1)
-    spec = ThresholdSpec(seeds=tuple(seeds), width_min=wmin, width_max=wmax,
-                         width_key=check_dotted_key("threshold.width_key", raw.get("width_key", ThresholdSpec.width_key)),
-                         seed_key=check_dotted_key("threshold.seed_key", raw.get("seed_key", ThresholdSpec.seed_key)),
-                         max_doublings=check_positive_int("threshold.max_doublings", raw.get("max_doublings", 3), 0))
+    width_key = check_dotted_key("threshold.width_key", raw.get("width_key", ThresholdSpec.width_key))
+    seed_key = check_dotted_key("threshold.seed_key", raw.get("seed_key", ThresholdSpec.seed_key))
+    doublings = check_positive_int("threshold.max_doublings", raw.get("max_doublings", 3), minimum=0)
+    spec = ThresholdSpec(seeds=tuple(seeds), width_min=wmin, width_max=wmax, width_key=width_key,
+                         seed_key=seed_key, max_doublings=doublings)
     for key in (spec.width_key, spec.seed_key):
         if key in grid:
             raise ConfigError("grid", key, f"no entry for {key}: the threshold search sets it")

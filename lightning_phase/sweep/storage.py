@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import optuna
@@ -40,11 +41,18 @@ def open_storage(url: str | None) -> BaseStorage:
     engine_kwargs: dict = {"pool_pre_ping": True}
     if scheme.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 5}
-    try:
-        return RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as exc:  # sqlalchemy OperationalError, bad driver, bad path ...
-        msg = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
-        raise ConfigError("--storage", url, f"a reachable database ({msg})") from None
+    for attempt in range(5):
+        try:
+            # get_storage wraps it in Optuna's trial cache, the object a Study uses: trials created
+            # through it and through the study must go to the same cache.
+            return optuna.storages.get_storage(RDBStorage(url, engine_kwargs=engine_kwargs))
+        except Exception as exc:  # sqlalchemy OperationalError, bad driver, bad path ...
+            msg = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
+            if "already exists" in msg and attempt < 4:
+                time.sleep(0.5)   # another process is creating the tables of a fresh database right now
+                continue
+            raise ConfigError("--storage", describe(url), f"a reachable database ({msg})") from None
+    raise AssertionError("unreachable")
 
 
 def _journal(path: str) -> JournalStorage:

@@ -136,9 +136,8 @@ def reap_stale(h: StudyHandle, grace: float, max_retries: int) -> list[int]:
     now = time.time()
     for t in h.trials((TrialState.RUNNING,)):
         last = t.system_attrs.get(HEARTBEAT_KEY) or (t.datetime_start.timestamp() if t.datetime_start else now)
-        if now - last > grace and fail_and_retry(h, t, Outcome.STALE,
-                                                 f"no heartbeat for {now - last:.0f} s (worker {t.system_attrs.get(WORKER_KEY)})",
-                                                 max_retries):
+        reason = f"no heartbeat for {now - last:.0f} s (worker {t.system_attrs.get(WORKER_KEY)})"
+        if now - last > grace and fail_and_retry(h, t, Outcome.STALE, reason, max_retries):
             reaped.append(t.number)
     return reaped
 
