@@ -121,8 +121,8 @@ def report_timing(h: StudyHandle, import_s: float, wall_s: float, k: int, out=No
     med["run_setup_s"] = med["child_s"] - med["train_s"]
     overhead = med["claim_s"] + med["record_s"] + med["run_setup_s"] + import_s * k / max(len(rows), 1)
     print(f"timing: {len(rows)} trials in {wall_s:.1f} s on {k} workers; median per trial: train "
-          f"{med['train_s']:.3f} s | trial process (fork, config, data, net) {med['run_setup_s']:.3f} s | "
-          f"storage (claim+record) {med['claim_s'] + med['record_s']:.3f} s | imports {import_s:.1f} s once "
+          f"{med['train_s']:.3f} s | trial process outside training {med['run_setup_s']:.3f} s | "
+          f"storage (claim+record) {med['claim_s'] + med['record_s']:.3f} s | start-up + imports {import_s:.1f} s once "
           f"| overhead/train {overhead / max(med['train_s'], 1e-9):.2f}", file=out or sys.stderr)
     return {**med, "import_s": import_s, "wall_s": wall_s, "overhead_over_train": overhead / max(med["train_s"], 1e-9)}
 

@@ -46,7 +46,9 @@ def to_csv(table: list[dict[str, Any]]) -> str:
 
 def to_text(table: list[dict[str, Any]], params: list[str]) -> str:
     """Aligned columns: trial, state, the grid params (last dotted part), value, a few summary fields."""
-    cols = ["trial", "state", *params, "value", *[c for c in SHOWN if any(c in r for r in table)], "fail_reason"]
+    short = {p.split(".")[-1] for p in params}
+    shown = [c for c in SHOWN if c not in short and any(c in r for r in table)]
+    cols = ["trial", "state", *params, "value", *shown, "fail_reason"]
     head = [c.split(".")[-1] if c in params else c for c in cols]
     cells = [[_fmt(r.get(c)) for c in cols] for r in table]
     widths = [max(len(h), *(len(row[i]) for row in cells)) if cells else len(h) for i, h in enumerate(head)]
