@@ -30,7 +30,7 @@ def test_output_at_initialisation_is_exactly_zero(alpha_tilde):
 def test_scaled_loss_at_t0_equals_ell_of_zero(loss):
     m = _module(loss=loss)
     ell0 = float(get_loss(loss)(torch.zeros(1, dtype=torch.float64)))
-    assert float(m.stats(m(X), Y)["loss"]) == pytest.approx(ell0, rel=1e-14)
+    assert float(m.stats(m(X), Y)["loss"].detach()) == pytest.approx(ell0, rel=1e-14)
     out = m.training_step((X, Y), 0)
     assert float(out["loss"]) * m.alpha**2 == pytest.approx(ell0, rel=1e-12)  # L = ℓ(0)/α²
     assert int(out["n_delta"]) == 30
