@@ -7,6 +7,8 @@ trial can be re-run alone with ``lightning-phase fit --config <its config.yaml>`
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import shutil
 import sys
@@ -43,11 +45,29 @@ TRAINER_DEFAULTS: dict[str, Any] = {
 }
 
 
+# One parser per process, reused by every run: jsonargparse takes ~0.8 s to build it, as long as a short
+# sweep trial's training. Sweep workers build it once before forking their trials (``warm_parser``).
+_PARSERS: dict[tuple, tuple] = {}
+
+
 class PhaseCLI(LightningCLI):
-    """LightningCLI with the data → net input-dimension link, the stop rules and the run summary."""
+    """LightningCLI with the data → net input-dimension link, the stop rules and the run summary.
+
+    ``model`` is PhaseModule by default, or a subclass named by ``class_path`` (e.g. KernelFlow).
+    """
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]) -> None:
+        key = (add_subcommands, repr(main_kwargs), repr(subparser_kwargs))
+        if key not in _PARSERS:
+            super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+            _PARSERS[key] = (self.parser, self.__dict__.get("_subcommand_method_arguments"),
+                             self.__dict__.get("_subcommand_parsers"))
+        self.parser, method_arguments, subcommand_parsers = _PARSERS[key]
+        if add_subcommands:
+            self._subcommand_method_arguments, self._subcommand_parsers = method_arguments, subcommand_parsers
 
     def add_arguments_to_parser(self, parser) -> None:
-        parser.link_arguments("data.input_dim", "model.net.init_args.input_dim", apply_on="instantiate")
+        parser.link_arguments("data.input_dim", "model.init_args.net.init_args.input_dim", apply_on="instantiate")
         parser.add_lightning_class_args(StopRules, "stop")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
@@ -89,6 +109,12 @@ class PhaseCLI(LightningCLI):
             print(f"tensorboard: tensorboard --logdir {Path(self.trainer.log_dir).parent}")
 
 
+def warm_parser() -> None:
+    """Build the CLI parser now (by asking for help, silently), so that forked sweep trials inherit it."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        main(["fit", "--help"])
+
+
 def _one_line(exc: BaseException) -> str:
     """jsonargparse nests its messages over several lines: keep them on one."""
     return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
@@ -116,16 +142,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         PhaseCLI(PhaseModule, PhaseDataModule, args=argv if given else None, trainer_defaults=TRAINER_DEFAULTS,
                        seed_everything_default=0, save_config_kwargs={"overwrite": True},
-                       parser_kwargs={"exit_on_error": False}, auto_configure_optimizers=False)
+                       parser_kwargs={"exit_on_error": False}, auto_configure_optimizers=False,
+                       subclass_mode_model=True)
     except SystemExit as exc:  # --help, --print_config
         return int(exc.code or 0)
     except (ConfigError, argparse.ArgumentError) as exc:
         print(f"lightning-phase: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except Exception:
+    except Exception as exc:
+        cause = _config_error_cause(exc)  # jsonargparse wraps errors raised while it instantiates a subclass
+        if cause is not None:
+            print(f"lightning-phase: error: {_one_line(cause)}", file=sys.stderr)
+            return 2
         traceback.print_exc()
         return 1
     return 0
+
+
+def _config_error_cause(exc: BaseException) -> ConfigError | None:
+    """The ConfigError in the chain of causes of ``exc``, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ConfigError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -49,7 +49,7 @@ def test_quickstart_learns_digits_parity():
     for key in ("config_hash", "train_loss", "n_delta", "train_error", "steps", "wall_seconds", "versions",
                 "seed", "data_seed", "width", "depth"):
         assert key in s
-    assert s["config"]["model"]["alpha_tilde"] == 1.0
+    assert s["config"]["model"]["init_args"]["alpha_tilde"] == 1.0
     assert Path(s["config"]["trainer"]["logger"]["init_args"]["save_dir"]) == Path("runs")
     assert list(Path("runs/quickstart/version_0").glob("events.out.tfevents.*"))
 

@@ -45,7 +45,9 @@ class StopRules(pl.Callback):
 
     when_fitted: stop at N_Δ = 0 (N_Δ summed over ranks under DDP). stall_window / stall_rtol: stop when
     α²L decreased by less than stall_rtol·α²L over stall_window steps (None: off). max_time: budget in
-    flow time t (``pl_module.flow_time``; None: off). wall_cap_seconds: safety cap on wall-clock time,
+    flow time t (``pl_module.flow_time``; None: off), also handed to an optimiser with a ``max_time``
+    param-group entry (GradientFlow) that has none, so the last step lands on t = max_time exactly.
+    wall_cap_seconds: safety cap on wall-clock time,
     recorded as WALL_CAP (None: off). check_every: evaluate the rules every k steps (each check syncs
     the device once).
     """
@@ -74,6 +76,11 @@ class StopRules(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t_start = time.monotonic()
+        if self.max_time is not None:  # an integrator with an end time (GradientFlow) lands on it exactly
+            for opt in trainer.optimizers:
+                for group in opt.param_groups:
+                    if "max_time" in group and group["max_time"] is None:
+                        group["max_time"] = self.max_time
 
     def _decide(self, loss: float, n_delta: int, flow_time: float, wall: float) -> StopReason | None:
         """The stop decision from the current values; None means go on."""

@@ -53,6 +53,7 @@ class RunSummary(pl.Callback):
             "depth": getattr(net, "depth", None),
             "alpha": getattr(pl_module, "alpha", None),
             "alpha_tilde": getattr(pl_module, "alpha_tilde", None),
+            "lazy_limit": bool(getattr(pl_module, "lazy_limit", False)),  # KernelFlow: α̃ = ∞
             "loss": getattr(pl_module, "loss_name", None),
             "seed": self.seed,
             "data_seed": getattr(dm, "data_seed", None),

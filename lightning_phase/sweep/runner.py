@@ -63,7 +63,9 @@ def load_runner(ref: str) -> Runner:
 def preload(ref: str) -> None:
     """Import what the runner needs before forking, so each trial starts with it loaded."""
     if ref == DEFAULT_RUNNER:
-        import lightning_phase.cli  # noqa: F401  (torch, Lightning, the package: the ~5 s import)
+        from lightning_phase.cli import warm_parser  # torch, Lightning, the package: the ~5 s import
+
+        warm_parser()  # and the ~0.8 s CLI parser, built once here instead of in every trial
 
 
 def check_config(ref: str, config_path: Path) -> str | None:
