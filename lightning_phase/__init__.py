@@ -18,7 +18,7 @@ _LAZY = {
     "PhaseDataModule": "lightning_phase.data",
     "PhaseModule": "lightning_phase.module",
 }
-__all__ = [*sorted(_LAZY), "__version__"]
+__all__ = ["ConfigError", "GradientFlow", "KernelFlow", "PhaseDataModule", "PhaseModule", "__version__"]
 
 if TYPE_CHECKING:
     from lightning_phase.data import PhaseDataModule

@@ -56,7 +56,8 @@ class PhaseCLI(LightningCLI):
     ``model`` is PhaseModule by default, or a subclass named by ``class_path`` (e.g. KernelFlow).
     """
 
-    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any], subparser_kwargs: dict[str, Any]) -> None:
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any],
+                     subparser_kwargs: dict[str, Any]) -> None:
         key = (add_subcommands, repr(main_kwargs), repr(subparser_kwargs))
         if key not in _PARSERS:
             super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
