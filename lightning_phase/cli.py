@@ -141,10 +141,12 @@ def main(argv: list[str] | None = None) -> int:
         return sweep_main(argv)
     _quiet_lightning()
     try:
+        # load_from_checkpoint_support=False: it re-dumps the whole config per class (~0.3 s a run) so that
+        # load_from_checkpoint could rebuild nested classes; runs are rebuilt from config.yaml instead.
         PhaseCLI(PhaseModule, PhaseDataModule, args=argv if given else None, trainer_defaults=TRAINER_DEFAULTS,
                        seed_everything_default=0, save_config_kwargs={"overwrite": True},
                        parser_kwargs={"exit_on_error": False}, auto_configure_optimizers=False,
-                       subclass_mode_model=True)
+                       subclass_mode_model=True, load_from_checkpoint_support=False)
     except SystemExit as exc:  # --help, --print_config
         return int(exc.code or 0)
     except (ConfigError, argparse.ArgumentError) as exc:
