@@ -6,10 +6,9 @@ Reports, per case: time of each method (min of 3 for ``ntk``), their ratio, max 
 peak memory above the baseline, and for the layer-wise path the ratio of its time to that of the GEMMs of
 its formula (A_ℓA_ℓᵀ and B_ℓB_ℓᵀ of every layer, full P×P, timed alone on the same shapes; the symmetric
 case computes only the upper block triangle, so the ratio can fall below 1).
-Memory: Linux VmHWM after resetting it through /proc/self/clear_refs (resident memory, so torch's
-allocations are seen, unlike tracemalloc). For ``ntk`` it is measured again in a forked child whose glibc
-mmap threshold is fixed at 128 kB, so that heap reused from earlier cases cannot hide its peak; for the
-loop, in the timed run, where its P×N Jacobian (far above glibc's 32 MB mmap limit) dominates.
+Memory: Linux VmHWM after ``malloc_trim(0)`` (free heap pages back to the OS, so reuse of memory freed by
+earlier cases is counted) and resetting VmHWM through /proc/self/clear_refs: resident memory, so torch's
+allocations are seen, unlike tracemalloc.
 When the loop's P×N Jacobian would not fit (``loop_rows``), the loop is timed on that many rows and
 extrapolated: gradients linearly in P, the J·Jᵀ product quadratically (it is P²N flops); max |Δ| is then
 measured on those rows only. Last table: one NTK on the kernel set in units of one full-batch training step.
@@ -32,15 +31,7 @@ from lightning_phase.observables import ntk, ntk_loop
 f64 = torch.float64
 
 
-def _fixed_mmap_threshold() -> None:
-    """glibc: serve every allocation ≥ 128 kB by mmap and return it on free (no dynamic threshold), so the
-    resident set falls back after each case and the next case's peak is not hidden in reused heap pages."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-        libc.malloc_trim(0)
-    except OSError:
-        pass
+_LIBC = ctypes.CDLL("libc.so.6") if os.path.exists("/proc/self/status") else None
 
 
 def _rss_kb(field: str) -> int:
@@ -51,28 +42,11 @@ def _rss_kb(field: str) -> int:
     return 0
 
 
-def peak_mb_forked(fn) -> float:
-    """Peak resident memory (MB above the start) of fn() run in a forked child with glibc's mmap threshold
-    fixed, so that every block ≥ 128 kB is fresh pages (not hidden in heap reused from earlier cases).
-    Done apart from the timing: fresh pages cost page faults (2× slower small-P NTKs, measured)."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        os.close(r)
-        _fixed_mmap_threshold()
-        fn()  # warm-up: torch's first ops in a process map tens of MB of their own (measured)
-        _, _, mb = measure(fn)
-        os.write(w, f"{mb}".encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as fh:
-        out = fh.read()
-    os.waitpid(pid, 0)
-    return float(out) if out else float("nan")
-
-
 def measure(fn):
-    """(result, seconds, peak MB above the resident baseline)."""
+    """(result, seconds, peak MB above the resident baseline). glibc's free heap pages are first returned
+    to the OS (malloc_trim), so memory freed by earlier cases cannot hide this call's peak."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # reset VmHWM to the current RSS
@@ -121,9 +95,8 @@ def fc_case(P, d, h, L, loop_rows=None):
     net = FullyConnected(h, L, "relu", input_dim=d, seed=0).to(f64)
     x = torch.randn(P, d, dtype=f64, generator=torch.Generator().manual_seed(1))
     N = net.n_params
-    theta, t_new, _ = measure(lambda: ntk(net, x))
+    theta, t_new, mem_new = measure(lambda: ntk(net, x))
     t_new = min(t_new, best_of(lambda: ntk(net, x), 2))
-    mem_new = peak_mb_forked(lambda: ntk(net, x))
     t_floor = gemm_floor(net, P)
     if loop_rows is None:
         ref, t_loop, mem_loop = measure(lambda: ntk_loop(net, x))
@@ -147,8 +120,7 @@ def generic_case(name, net, x):
     ref, t_loop, mem_loop = measure(lambda: ntk_loop(net, x))
     n = sum(p.numel() for p in net.parameters())
     for method in ("modules", "jacobian"):
-        theta, t_new, _ = measure(lambda: ntk(net, x, method=method))  # noqa: B023
-        mem_new = peak_mb_forked(lambda: ntk(net, x, method=method))  # noqa: B023
+        theta, t_new, mem_new = measure(lambda: ntk(net, x, method=method))  # noqa: B023
         err = float((theta - ref).abs().max() / ref.abs().max())
         print(f"| {name} P={len(x)} N={n} | {method} | {t_new:.3f} | {t_loop:.2f} | ×{t_loop / t_new:.1f} | "
               f"{mem_new:.0f} / {mem_loop:.0f} | {err:.1e} |")
