@@ -5,8 +5,8 @@ All functions are elementwise and accept any shape, e.g. (P,) or (K, P) with K m
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from torch import Tensor
 from torch.nn import functional as F

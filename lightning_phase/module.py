@@ -52,6 +52,7 @@ class PhaseModule(pl.LightningModule):
         self._f0_cache: tuple[Tensor, Tensor] | None = None
         self.test_loss, self.test_error = MeanMetric(), MeanMetric()
         self.flow_time = 0.0  # continuous time t = Σ dt of the accepted steps
+        self._last_outputs: Tensor | None = None  # F on the training batch at the last evaluation
         self.save_hyperparameters(ignore=["net", "optimizer"])
 
     @staticmethod
@@ -62,7 +63,8 @@ class PhaseModule(pl.LightningModule):
         if alpha_tilde is not None:
             alpha_tilde = check_positive_float("model.alpha_tilde", alpha_tilde)
             if not isinstance(width, int) or width < 1:
-                raise ConfigError("model.alpha_tilde", alpha_tilde, "model.alpha instead: the net has no integer `width`")
+                raise ConfigError("model.alpha_tilde", alpha_tilde,
+                                  "model.alpha instead: the net has no integer `width`")
             return alpha_tilde / math.sqrt(width), alpha_tilde
         alpha = check_positive_float("model.alpha", alpha)
         return alpha, (math.sqrt(width) * alpha if isinstance(width, int) else None)
@@ -91,11 +93,15 @@ class PhaseModule(pl.LightningModule):
         if out.dim() == 2 and out.shape[1] == 1:
             out = out.squeeze(1)
         if out.shape != x.shape[:1]:
-            raise ConfigError("model.net", f"output shape {tuple(out.shape)}", f"shape ({x.shape[0]},): one scalar per sample")
+            raise ConfigError("model.net", f"output shape {tuple(out.shape)}",
+                              f"shape ({x.shape[0]},): one scalar per sample")
         return out
 
     def check_net(self, x: Tensor) -> None:
         """Raise ConfigError if the net does not map x (P, ...) to (P,) finite values; used before a run starts."""
+        param = next(self.net.parameters(), None)
+        if param is not None and x.is_floating_point():
+            x = x.to(param.dtype)  # before the trainer has applied its precision
         with torch.no_grad():
             out = self._scalar_output(self.net(x), x)
         if not torch.isfinite(out).all():
@@ -120,12 +126,22 @@ class PhaseModule(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         x, y = batch
         F_out = self(x)
+        self._last_outputs = F_out.detach()  # read by GradientFlow (d_out) through last_outputs()
         s = self.stats(F_out, y)
-        self.log_dict({f"train/{k}": v.detach().float() for k, v in s.items()}, on_step=True, on_epoch=False,
-                      prog_bar=False, batch_size=len(y))
+        if self._logs_this_step():
+            self.log_dict({f"train/{k}": v.detach().float() for k, v in s.items()}, on_step=True, on_epoch=False,
+                          batch_size=len(y))
         # Gradient of L = (1/α²)·mean ℓ, logged value is α²L.
         return {"loss": s["loss"] / self.alpha**2, "loss_value": s["loss"].detach(),
                 "n_delta": s["n_delta"].detach(), "outputs": F_out.detach()}
+
+    def _logs_this_step(self) -> bool:
+        """True on the steps the logger writes (every ``trainer.log_every_n_steps``): self.log costs ~35% of a
+        small full-batch step, so it is called only when its value is kept."""
+        if self._trainer is None:
+            return False
+        connector = getattr(self.trainer, "_logger_connector", None)
+        return bool(getattr(connector, "should_update_logs", True))
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
@@ -136,8 +152,15 @@ class PhaseModule(pl.LightningModule):
 
     test_step = validation_step
 
+    def last_outputs(self) -> Tensor | None:
+        """F (P,) on the training batch at the last evaluation of ``training_step`` (detached)."""
+        return self._last_outputs
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return self.optimizer_factory(self.net.parameters())
+        opt = self.optimizer_factory(self.net.parameters())
+        if hasattr(opt, "watch_outputs"):  # GradientFlow measures d_out = max|F' − F| on our outputs
+            opt.watch_outputs(self.last_outputs)
+        return opt
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
@@ -145,3 +168,9 @@ class PhaseModule(pl.LightningModule):
         opt = getattr(optimizer, "optimizer", optimizer)  # unwrap LightningOptimizer
         dt = getattr(opt, "last_dt", None)
         self.flow_time += float(dt if dt is not None else opt.param_groups[0].get("lr", 0.0))
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["flow_time"] = self.flow_time  # a resumed run continues the same clock
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.flow_time = float(checkpoint.get("flow_time", 0.0))

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -32,7 +32,7 @@ def _raw(name: str, beta: float):
     return lambda z: z
 
 
-@lru_cache(maxsize=None)
+@cache
 def second_moment(name: str, beta: float = 1.0) -> float:
     """E_{z~N(0,1)}[φ(z)²] of the raw activation, by quadrature in float64.
 

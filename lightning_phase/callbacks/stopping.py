@@ -1,0 +1,122 @@
+"""Stop rules: all margins met, loss stalled, divergence, a flow-time budget, an optional wall-clock cap.
+
+The step budget is the trainer's own ``max_steps``; budgets count steps or flow time t, never wall-clock
+time, except the optional recorded safety cap (SCIENCE.md §2, STYLE.md habit 13).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from lightning_phase.errors import ConfigError, check_positive_float, check_positive_int
+
+
+class StopReason(str, enum.Enum):
+    """Why a run ended; the value goes into summary.json as ``stop_reason``."""
+
+    ALL_MARGINS_MET = "ALL_MARGINS_MET"  # N_Δ = 0: every training point has y·F ≥ 1
+    LOSS_STALLED = "LOSS_STALLED"  # α²L fell by less than stall_rtol (relative) over stall_window steps
+    STEP_BUDGET = "STEP_BUDGET"  # trainer.max_steps reached
+    TIME_BUDGET = "TIME_BUDGET"  # flow time t ≥ max_time
+    WALL_CAP = "WALL_CAP"  # the optional wall-clock safety cap (recorded; not a physics budget)
+    DIVERGED = "DIVERGED"  # the loss became NaN or infinite
+    INTERRUPTED = "INTERRUPTED"  # the fit loop ended for another reason (max_epochs, Ctrl-C, crash)
+
+
+def stall_check(history: list[float], window: int, rtol: float) -> bool:
+    """True when the loss has not decreased by more than rtol·|L_start| over the last ``window`` steps.
+
+    ``history`` holds the loss of the last window + 1 steps (oldest first).
+    """
+    if len(history) <= window:
+        return False
+    start, best = history[0], min(history[1:])
+    return start - best <= rtol * abs(start)
+
+
+class StopRules(pl.Callback):
+    """Stops training when a rule fires and records the reason (``self.reason``) for the run summary.
+
+    when_fitted: stop at N_Δ = 0 (N_Δ summed over ranks under DDP). stall_window / stall_rtol: stop when
+    α²L decreased by less than stall_rtol·α²L over stall_window steps (None: off). max_time: budget in
+    flow time t (``pl_module.flow_time``; None: off). wall_cap_seconds: safety cap on wall-clock time,
+    recorded as WALL_CAP (None: off). check_every: evaluate the rules every k steps (each check syncs
+    the device once).
+    """
+
+    def __init__(
+        self,
+        when_fitted: bool = True,
+        stall_window: int | None = None,
+        stall_rtol: float = 1e-6,
+        max_time: float | None = None,
+        wall_cap_seconds: float | None = None,
+        check_every: int = 1,
+    ):
+        if not isinstance(when_fitted, bool):
+            raise ConfigError("stop.when_fitted", when_fitted, "true or false")
+        self.when_fitted = when_fitted
+        self.stall_window = None if stall_window is None else check_positive_int("stop.stall_window", stall_window)
+        self.stall_rtol = check_positive_float("stop.stall_rtol", stall_rtol, allow_zero=True)
+        self.max_time = None if max_time is None else check_positive_float("stop.max_time", max_time)
+        self.wall_cap = (None if wall_cap_seconds is None
+                         else check_positive_float("stop.wall_cap_seconds", wall_cap_seconds))
+        self.check_every = check_positive_int("stop.check_every", check_every)
+        self.reason: StopReason | None = None
+        self._history: list[float] = []
+        self._t_start = 0.0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t_start = time.monotonic()
+
+    def _decide(self, loss: float, n_delta: int, flow_time: float, wall: float) -> StopReason | None:
+        """The stop decision from the current values; None means go on."""
+        if not math.isfinite(loss):
+            return StopReason.DIVERGED
+        if self.when_fitted and n_delta == 0:
+            return StopReason.ALL_MARGINS_MET
+        if self.max_time is not None and flow_time >= self.max_time:
+            return StopReason.TIME_BUDGET
+        if self.stall_window is not None:
+            self._history.append(loss)
+            del self._history[: -(self.stall_window + 1)]
+            if stall_check(self._history, self.stall_window, self.stall_rtol):
+                return StopReason.LOSS_STALLED
+        if self.wall_cap is not None and wall >= self.wall_cap:
+            return StopReason.WALL_CAP
+        return None
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if not isinstance(outputs, dict) or "n_delta" not in outputs or trainer.global_step % self.check_every:
+            return
+        # One tensor, one reduction, one device sync: [α²L, N_Δ] summed over ranks (loss averaged).
+        stats = torch.stack([outputs["loss_value"].double(), outputs["n_delta"].double()])
+        stats = trainer.strategy.reduce(stats, reduce_op="sum")
+        loss, n_delta = float(stats[0]) / trainer.world_size, int(stats[1])
+        reason = self._decide(loss, n_delta, float(getattr(pl_module, "flow_time", 0.0)),
+                              time.monotonic() - self._t_start)
+        if reason is not None:
+            self.reason = reason
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.reason is None:
+            max_steps = trainer.max_steps
+            self.reason = StopReason.STEP_BUDGET if max_steps > 0 and trainer.global_step >= max_steps \
+                else StopReason.INTERRUPTED
+
+    def summary(self) -> dict[str, Any]:
+        return {"stop_reason": (self.reason or StopReason.INTERRUPTED).value}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self._history)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._history = list(state_dict.get("history", []))

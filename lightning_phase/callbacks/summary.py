@@ -1,0 +1,104 @@
+"""RunSummary: writes summary.json at the end of fit (or of a crash) into the logger's run directory."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+
+from lightning_phase.summary import SCHEMA_VERSION, SUMMARY_FILE, config_hash, package_versions, write_json_atomic
+
+
+class RunSummary(pl.Callback):
+    """Collects the run's record and writes ``<log_dir>/summary.json`` once, atomically, on rank 0.
+
+    Fields: schema_version, config (resolved) and config_hash, n_params, width, depth, alpha, alpha_tilde,
+    seed, data_seed, n_train, train_loss (α²L), n_delta, train_error, test_loss, test_error (measured
+    on the full sets at the end), steps, flow_time, stop_reason, status, wall_seconds, versions — plus
+    ``cb.summary()`` of every other callback that defines it (measurement callbacks, stop rules).
+    """
+
+    def __init__(self, config: dict[str, Any] | None = None, seed: int | None = None):
+        self.config, self.seed = config, seed
+        self.path: Path | None = None
+        self.record: dict[str, Any] | None = None
+        self._t0 = time.monotonic()
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._t0 = time.monotonic()
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._write(trainer, pl_module, status="completed")
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        extra = {"stop_reason": "INTERRUPTED" if isinstance(exception, KeyboardInterrupt) else "CRASHED",
+                 "error": f"{type(exception).__name__}: {exception}"}
+        self._write(trainer, pl_module, status="crashed", extra=extra)
+
+    def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str,
+               extra: dict[str, Any] | None = None) -> None:
+        if not trainer.is_global_zero or trainer.log_dir is None:
+            return
+        net = getattr(pl_module, "net", None)
+        dm = trainer.datamodule
+        rec: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "status": status,
+            "config": self.config,
+            "config_hash": config_hash(self.config),
+            "n_params": getattr(pl_module, "n_params", None),
+            "width": getattr(net, "width", None),
+            "depth": getattr(net, "depth", None),
+            "alpha": getattr(pl_module, "alpha", None),
+            "alpha_tilde": getattr(pl_module, "alpha_tilde", None),
+            "loss": getattr(pl_module, "loss_name", None),
+            "seed": self.seed,
+            "data_seed": getattr(dm, "data_seed", None),
+            "dataset": getattr(dm, "dataset", None),
+            "n_train": getattr(dm, "n_train", None),
+            "steps": trainer.global_step,
+            "flow_time": getattr(pl_module, "flow_time", None),
+            "precision": str(trainer.precision),
+            "wall_seconds": time.monotonic() - self._t0,
+            "versions": package_versions(),
+        }
+        if dm is not None and hasattr(pl_module, "evaluate") and hasattr(dm, "x_train"):
+            device = pl_module.device
+            for split, x, y in (("train", dm.x_train, dm.y_train), ("test", dm.x_test, dm.y_test)):
+                if len(y) == 0:
+                    continue
+                ev = pl_module.evaluate(x.to(device), y.to(device))
+                rec[f"{split}_loss"], rec[f"{split}_error"] = ev["loss"], ev["error"]
+                if split == "train":
+                    rec["n_delta"] = ev["n_delta"]
+                    rec["n_delta_over_p"] = ev["n_delta"] / max(len(y), 1)
+        for cb in trainer.callbacks:
+            if cb is not self and callable(getattr(cb, "summary", None)):
+                rec.update(cb.summary())
+        rec.update(extra or {})
+        if rec.get("stop_reason") == "DIVERGED":
+            rec["status"] = "diverged"
+        self._log_hparams(trainer, rec)
+        self.path = Path(trainer.log_dir) / SUMMARY_FILE
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.path, rec)
+        self.record = rec
+
+    @staticmethod
+    def _log_hparams(trainer: pl.Trainer, rec: dict[str, Any]) -> None:
+        """TensorBoard's HPARAMS tab: the run's coordinates with its final metrics, logged once."""
+        logger = trainer.logger
+        if logger is None:
+            return
+        params = {k: rec[k] for k in ("width", "depth", "alpha", "alpha_tilde", "n_params", "n_train", "dataset",
+                                      "loss", "seed", "data_seed") if rec.get(k) is not None}
+        metrics = {f"final/{k}": float(rec[k]) for k in ("train_loss", "n_delta", "train_error", "test_error",
+                                                          "test_loss", "flow_time", "steps")
+                   if isinstance(rec.get(k), (int, float))}
+        try:
+            logger.log_hyperparams(params, metrics)
+            logger.save()
+        except Exception as exc:  # a logger that cannot take hparams must not lose the summary
+            rec["hparams_error"] = f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,75 @@
+"""The whole-batch loader: a few tensors handed out as one batch, or as index mini-batches.
+
+No ``torch.utils.data``, no per-sample Python work. Full batch: every epoch yields the very same tensor
+objects (the module may cache f(w₀, x) by tensor identity). Under DDP, rank r of W takes indices r::W.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from torch import Tensor
+
+from lightning_phase.data.sources import generator
+
+
+def shard_indices(n: int, rank: int = 0, world: int = 1) -> Tensor:
+    """Indices r, r+W, r+2W, … < n of rank r among W; (⌈(n−r)/W⌉,) int64."""
+    return torch.arange(rank, n, world)
+
+
+class TensorLoader:
+    """Iterate (x, y) batches over x (P, ...), y (P,).
+
+    ``batch_size=None``: one batch per epoch, ``(x, y)`` themselves (or this rank's shard x[r::W],
+    built once), the same objects every epoch. ``batch_size=B``: each epoch draws a permutation of the
+    P samples from a generator seeded by (``seed``, epoch), cuts it into ⌈P/B⌉ consecutive batches of
+    B (the last may be smaller; B is the global batch over all ranks) and yields this rank's part
+    b[r::W] of each, as fresh tensors (x[idx], y[idx]). Every rank sees the same number of batches.
+    The epoch is read from ``epoch_fn`` when given (the trainer's current epoch, so a resumed run
+    draws the same batches), else counted by this loader.
+    """
+
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        batch_size: int | None = None,
+        seed: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        epoch_fn: Callable[[], int] | None = None,
+    ):
+        self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
+        self.rank, self.world, self.epoch_fn, self._epoch = rank, world, epoch_fn, 0
+        if world > 1:
+            idx = shard_indices(len(x), rank, world)
+            self.full = (x[idx], y[idx])
+        else:
+            self.full = (x, y)
+
+    def __len__(self) -> int:
+        if self.batch_size is None:
+            return 1
+        return math.ceil(len(self.x) / self.batch_size)
+
+    def permutation(self, epoch: int) -> Tensor:
+        """The permutation of the P samples used in epoch ``epoch``; (P,) int64, same on every rank."""
+        return torch.randperm(len(self.x), generator=generator(self.seed, epoch))
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        if self.batch_size is None:
+            yield self.full
+            return
+        epoch = self.epoch_fn() if self.epoch_fn is not None else self._epoch
+        self._epoch = epoch + 1
+        perm = self.permutation(epoch)
+        for batch in perm.split(self.batch_size):
+            idx = batch[self.rank :: self.world]
+            yield self.x[idx], self.y[idx]
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        """The tensors this loader hands out unchanged (safe to cache on a device by identity)."""
+        return self.full if self.batch_size is None else ()

@@ -1,0 +1,61 @@
+"""summary.json: one schema-versioned, atomically written record per run (DESIGN.md)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+SUMMARY_FILE = "summary.json"
+
+
+def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
+    """Write JSON to ``path`` via a temporary file and os.replace: readers see the old or the new file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_summary(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """The summary.json of a run directory."""
+    return json.loads((Path(run_dir) / SUMMARY_FILE).read_text())
+
+
+def config_hash(config: dict[str, Any] | None) -> str | None:
+    """sha256 (first 16 hex digits) of the resolved config, keys sorted: equal configs, equal hashes."""
+    if config is None:
+        return None
+    blob = json.dumps(_jsonable(config), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide a run's numbers."""
+    out = {}
+    for name in ("lightning_phase", "torch", "pytorch-lightning", "numpy", "scikit-learn", "optuna"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _jsonable(obj: Any) -> Any:
+    """Plain JSON types: tensors/numpy scalars → numbers, paths → str; NaN/inf kept as floats."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return obj
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)

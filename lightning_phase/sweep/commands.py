@@ -1,0 +1,215 @@
+"""`lightning-phase sweep | threshold | results`: argument parsing and the three commands.
+
+    lightning-phase sweep SPEC [--storage URL] [--workers K] [--study NAME]
+    lightning-phase threshold SPEC [--storage URL] [--workers K] [--study NAME]
+    lightning-phase results STUDY [--storage URL] [--csv out.csv]
+
+Exit status: 0 done (failed trials are recorded, not fatal), 1 stopped unfinished (workers died or were
+interrupted: run the same command again to continue), 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+from pathlib import Path
+
+from lightning_phase.errors import ConfigError
+from lightning_phase.sweep.storage import DEFAULT_STORAGE, describe, open_storage
+
+DEFAULT_RUNNER = "lightning_phase.sweep.runner:run_fit"
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit status 2 (argparse's own prints usage over several lines)
+        raise _UsageError(f"{self.prog}: {message}")
+
+
+def _positive(kind, name):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value <= 0:
+            raise argparse.ArgumentTypeError(f"{name}: got {text!r}; expected a number > 0")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="lightning-phase")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, helptext in (("sweep", "run every point of a spec's grid (Optuna GridSampler study)"),
+                           ("threshold", "find the jamming width h* per group by bisection")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("spec", help="sweep spec YAML (sweeps/*.yaml)")
+        s.add_argument("--storage", default=None,
+                       help=f"journal file path (default {DEFAULT_STORAGE}) or postgresql://user@host:port/db")
+        s.add_argument("--workers", type=_positive(int, "--workers"), default=1,
+                       help="worker processes on this machine (one trial each at a time)")
+        s.add_argument("--study", default=None, help="study name (default: the spec's file name)")
+        s.add_argument("--runs-dir", default="runs", help="trial run directories go to RUNS_DIR/STUDY/trial_NNNNN")
+        s.add_argument("--heartbeat", type=_positive(float, "--heartbeat"), default=5.0,
+                       help="seconds between heartbeats of a running trial")
+        s.add_argument("--grace", type=_positive(float, "--grace"), default=30.0,
+                       help="a RUNNING trial silent this long is failed (STALE) and its point redone once")
+        s.add_argument("--threads", type=_positive(int, "--threads"), default=1, help="torch threads per trial")
+        s.add_argument("--runner", default=DEFAULT_RUNNER, help=argparse.SUPPRESS)
+        s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r = sub.add_parser("results", help="table of all trials of a study")
+    r.add_argument("study")
+    r.add_argument("--storage", default=None, help=f"as for sweep (default {DEFAULT_STORAGE})")
+    r.add_argument("--csv", default=None, help="also write every column to this CSV file")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "results":
+            return cmd_results(args)
+        return cmd_run(args)
+    except (_UsageError, ConfigError) as exc:
+        print(f"lightning-phase: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+
+
+def _prepare(args):
+    """Everything that can fail on bad input, before anything starts: spec, options, storage, study."""
+    from lightning_phase.sweep.launch import ensure_study
+    from lightning_phase.sweep.runner import load_runner
+    from lightning_phase.sweep.spec import load_spec
+    from lightning_phase.sweep.worker import WorkerOptions
+
+    spec = load_spec(args.spec)
+    if args.command == "sweep" and spec.threshold is not None:
+        raise ConfigError("spec", args.spec, "a spec without `threshold:` (run it with `lightning-phase threshold`)")
+    if args.command == "threshold" and spec.threshold is None:
+        raise ConfigError("spec", args.spec, "a spec with a `threshold:` section (seeds, width_min, width_max)")
+    if args.grace <= 2 * args.heartbeat:
+        raise ConfigError("--grace", args.grace, f"more than twice --heartbeat ({args.heartbeat})")
+    spec = dataclasses.replace(spec, name=args.study or spec.name)
+    runner = load_runner(args.runner)
+    opts = WorkerOptions(runs_dir=Path(args.runs_dir).resolve(), heartbeat=args.heartbeat, grace=args.grace,
+                         threads=args.threads)
+    storage = open_storage(args.storage)
+    return spec, runner, opts, lambda: ensure_study(storage, spec)
+
+
+def cmd_run(args) -> int:
+    from lightning_phase.sweep import launch, threshold
+    from lightning_phase.sweep.runner import preload
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    spec, runner, opts, make_study = _prepare(args)
+    preload(args.runner)
+    import_s = _process_age()   # interpreter start + every import, paid once per sweep command
+    _check_first_config(args.runner, spec, opts)
+    h = make_study()
+    show = not args.no_progress
+    print(f"{args.command} {spec.name}: storage {describe(args.storage)}, {args.workers} worker(s), "
+          f"runs in {opts.runs_dir / spec.name}", file=sys.stderr)
+    t_start = time.time()
+    if args.command == "sweep":
+        procs = launch.start_workers(args.workers, args.storage, spec, opts, runner)
+        ok = launch.watch(h, procs, lambda: launch.point_status(h), spec.n_points, show)
+        counts = launch.point_status(h)
+        complete, reasons = launch.final_counts(h)
+        failed = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "none"
+        print(f"{spec.name}: {counts['done']}/{spec.n_points} grid points done, {counts['failed']} failed "
+              f"({failed}); trials in storage: {len(h.trials())}", file=sys.stderr)
+        finished = ok and counts["done"] + counts["failed"] == spec.n_points
+    else:
+        import multiprocessing
+        import threading
+
+        stop = multiprocessing.get_context("fork").Event()
+        procs = launch.start_workers(args.workers, args.storage, spec, opts, runner, stop=stop)
+        box: dict = {}
+        driver = threading.Thread(target=lambda: box.update(
+            r=threshold.drive(h, stop, alive=lambda: any(p.is_alive() for p in procs))), daemon=True)
+        driver.start()
+        total = len(threshold.groups(spec)) * len(spec.threshold.seeds) * threshold.max_widths(spec.threshold)
+        ok = launch.watch(h, procs, lambda: threshold.status_counts(h), total, show)
+        stop.set()
+        driver.join(timeout=30)
+        results = box.get("r") or []
+        print(threshold.format_results(results))
+        finished = ok and bool(results) and all(r["finished"] for r in results)
+    launch.report_timing(h, import_s, time.time() - t_start, args.workers)
+    if not finished:
+        print(f"{spec.name}: unfinished; run the same command again to continue", file=sys.stderr)
+    return 0 if finished else 1
+
+
+def _process_age() -> float:
+    """Seconds since this process started (Linux /proc), i.e. interpreter start-up and imports so far."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        btime = next(int(ln.split()[1]) for ln in Path("/proc/stat").read_text().splitlines()
+                     if ln.startswith("btime"))
+        return time.time() - (btime + ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return float("nan")
+
+
+def _check_first_config(runner_ref: str, spec, opts) -> None:
+    """A typo in a grid key fails here, in a second, rather than in every trial."""
+    import yaml
+
+    from lightning_phase.sweep.runner import check_config
+    from lightning_phase.sweep.worker import trial_config
+
+    params = spec.points()[0] if spec.grid else {}
+    if spec.threshold is not None:
+        params = {**params, spec.threshold.width_key: spec.threshold.width_min,
+                  spec.threshold.seed_key: spec.threshold.seeds[0]}
+    check_dir = opts.runs_dir / spec.name
+    check_dir.mkdir(parents=True, exist_ok=True)
+    path = check_dir / "check_config.yaml"
+    path.write_text(yaml.safe_dump(trial_config(spec, params, opts.runs_dir, "check")))
+    try:
+        error = check_config(runner_ref, path)
+    finally:
+        path.unlink(missing_ok=True)
+    if error:
+        raise ConfigError("spec", spec.name, f"a run config that `fit` accepts (first grid point: {error})")
+
+
+def cmd_results(args) -> int:
+    from lightning_phase.sweep import results
+    from lightning_phase.sweep.launch import SPEC_ATTR
+    from lightning_phase.sweep.threshold import THRESHOLD_ATTR, format_results
+
+    storage = open_storage(args.storage)
+    try:
+        study_id = storage.get_study_id_from_name(args.study)
+    except KeyError:
+        names = ", ".join(s.study_name for s in storage.get_all_studies()) or "none"
+        raise ConfigError("study", args.study, f"a study in {describe(args.storage)} (there: {names})") from None
+    table = results.rows(storage, args.study)
+    attrs = storage.get_study_user_attrs(study_id)
+    spec = attrs.get(SPEC_ATTR) or {}
+    params = sorted(spec.get("grid") or {})
+    if spec.get("threshold"):
+        params += [spec["threshold"]["width_key"], spec["threshold"]["seed_key"]]
+    print(results.to_text(table, params))
+    if THRESHOLD_ATTR in attrs:
+        print("\n" + format_results(attrs[THRESHOLD_ATTR]))
+    if args.csv:
+        Path(args.csv).write_text(results.to_csv(table))
+        print(f"wrote {len(table)} rows to {args.csv}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,139 @@
+"""Start a sweep: create or check the study, fork the workers, show progress, report the outcome."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import signal
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from lightning_phase.errors import ConfigError
+from lightning_phase.sweep.runner import Outcome, Runner
+from lightning_phase.sweep.spec import SweepSpec
+from lightning_phase.sweep.worker import RETRIED, StudyHandle, WorkerOptions, sampler_for, worker_main
+
+SPEC_ATTR = "lp_spec"
+
+
+def ensure_study(storage: BaseStorage, spec: SweepSpec) -> StudyHandle:
+    """Create the study (named ``spec.name``) or continue it; a study made from another spec is refused."""
+    mine = json.loads(json.dumps(spec.fingerprint()))
+    try:
+        storage.get_study_id_from_name(spec.name)
+        existing = True
+    except KeyError:
+        existing = False
+    study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.direction,
+                                sampler=sampler_for(spec), load_if_exists=True)
+    stored = study.user_attrs.get(SPEC_ATTR)
+    if existing and stored is not None and stored != mine:
+        diff = sorted(k for k in mine if mine.get(k) != stored.get(k))
+        raise ConfigError("--study", spec.name, "a new study name, or the spec this study was made from "
+                          f"(stored {', '.join(diff)} differ)")
+    if stored is None:
+        study.set_user_attr(SPEC_ATTR, mine)
+        study.set_user_attr("lp_kind", "threshold" if spec.threshold is not None else "grid")
+    return StudyHandle(storage, study, spec)
+
+
+def start_workers(k: int, storage_url: str | None, spec: SweepSpec, opts: WorkerOptions, runner: Runner,
+                  stop=None) -> list:
+    """Fork k workers (everything already imported, so they start in milliseconds)."""
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=worker_main, args=(storage_url, spec, spec.name, opts, runner, stop), daemon=False)
+             for _ in range(k)]
+    for p in procs:
+        p.start()
+    return procs
+
+
+def point_status(h: StudyHandle) -> Counter:
+    """Counts of grid points: done (a COMPLETE trial), running (a RUNNING/WAITING one), failed (only
+    FAILs), todo (no trial yet). A STALE/INTERRUPTED FAIL yields to its retry."""
+    by_point: dict[int, set[str]] = {}
+    for t in h.trials():
+        if t.user_attrs.get("fail_reason") == Outcome.SURPLUS.value or "grid_id" not in t.system_attrs:
+            continue
+        by_point.setdefault(t.system_attrs["grid_id"], set()).add(_state(t))
+    c = Counter({"done": 0, "running": 0, "failed": 0})
+    for states in by_point.values():
+        c[next(s for s in ("done", "running", "failed", "retried") if s in states)] += 1
+    c["failed"] += c.pop("retried", 0)  # STALE/INTERRUPTED with no retry (retries used up)
+    c["todo"] = (h.n_grid or 0) - sum(c.values())
+    return c
+
+
+def _state(t: FrozenTrial) -> str:
+    if t.state == TrialState.COMPLETE:
+        return "done"
+    if t.state in (TrialState.RUNNING, TrialState.WAITING):
+        return "running"
+    return "retried" if t.user_attrs.get("fail_reason") in RETRIED else "failed"
+
+
+def watch(h: StudyHandle, procs: list, counts: Callable[[], Counter], total: int, show: bool,
+          done: Callable[[], bool] | None = None, poll: float = 1.0) -> bool:
+    """Progress bar (tqdm) until the workers exit (or ``done()``); Ctrl-C/SIGTERM stops the workers,
+    which mark their running trial INTERRUPTED and enqueue it again. Returns False if interrupted."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="trial", disable=not show, dynamic_ncols=True, file=sys.stderr)
+    old = signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while any(p.is_alive() for p in procs) and not (done is not None and done()):
+            _update(bar, counts())
+            time.sleep(poll)
+        _update(bar, counts())
+        return True
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()  # SIGTERM → KeyboardInterrupt in the worker → its trial INTERRUPTED
+        for p in procs:
+            p.join(timeout=30)
+        return False
+    finally:
+        bar.close()
+        signal.signal(signal.SIGTERM, old)
+
+
+def _update(bar, c: Counter) -> None:
+    bar.n = c["done"] + c["failed"]
+    bar.set_postfix_str(f"done={c['done']} running={c['running']} failed={c['failed']}", refresh=False)
+    bar.refresh()
+
+
+def report_timing(h: StudyHandle, import_s: float, wall_s: float, k: int, out=None) -> dict:
+    """Per-trial cost of the sweep machinery against the training time, from the trials' ``timing``."""
+    rows = [t.user_attrs["timing"] for t in h.trials((TrialState.COMPLETE,)) if "timing" in t.user_attrs]
+    rows = [r for r in rows if isinstance(r.get("train_s"), (int, float))]
+    if not rows:
+        return {}
+    med = {key: statistics.median(r[key] for r in rows) for key in ("claim_s", "child_s", "train_s", "record_s")}
+    med["run_setup_s"] = med["child_s"] - med["train_s"]
+    overhead = med["claim_s"] + med["record_s"] + med["run_setup_s"] + import_s * k / max(len(rows), 1)
+    print(f"timing: {len(rows)} trials in {wall_s:.1f} s on {k} workers; median per trial: train "
+          f"{med['train_s']:.3f} s | trial process outside training {med['run_setup_s']:.3f} s | "
+          f"storage (claim+record) {med['claim_s'] + med['record_s']:.3f} s | start-up + imports {import_s:.1f} s once "
+          f"| overhead/train {overhead / max(med['train_s'], 1e-9):.2f}", file=out or sys.stderr)
+    return {**med, "import_s": import_s, "wall_s": wall_s, "overhead_over_train": overhead / max(med["train_s"], 1e-9)}
+
+
+def final_counts(h: StudyHandle) -> tuple[int, Counter]:
+    """(#COMPLETE, Counter of fail reasons of final FAILs) for the summary line."""
+    complete = 0
+    reasons: Counter = Counter()
+    for t in h.trials():
+        if t.state == TrialState.COMPLETE:
+            complete += 1
+        elif t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") not in RETRIED + (Outcome.SURPLUS.value,):
+            reasons[t.user_attrs.get("fail_reason", "UNKNOWN")] += 1
+    return complete, reasons

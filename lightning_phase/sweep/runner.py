@@ -1,0 +1,190 @@
+"""Run one trial in its own forked child process, so that a crash, an OOM kill or a hung DDP run takes
+down that trial only, never the worker or the study.
+
+A *runner* is a function ``runner(config_path, run_dir) -> exit code`` that executes in the child and
+leaves ``summary.json`` in ``run_dir``. The default, :func:`run_fit`, is ``lightning-phase fit --config``
+in-process: the worker has imported torch and Lightning once (≈5 s, DESIGN.md) and each fork starts
+with them loaded. :mod:`lightning_phase.sweep.toy` holds a runner without training, for tests.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import json
+import multiprocessing
+import os
+import signal
+import sys
+from collections.abc import Callable
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+Runner = Callable[[str, str], int]
+SUMMARY_FILE = "summary.json"
+LOG_FILE = "trial.log"
+DEFAULT_RUNNER = "lightning_phase.sweep.runner:run_fit"
+
+
+class Outcome(str, Enum):
+    """How a trial ended; every FAIL in storage carries one of these as user attr ``fail_reason``."""
+
+    OK = "OK"
+    DIVERGED = "DIVERGED"            # summary.stop_reason == DIVERGED (NaN loss)
+    BAD_CONFIG = "BAD_CONFIG"        # the run refused its config (exit 2)
+    CRASHED = "CRASHED"              # the run raised (exit != 0)
+    KILLED = "KILLED"                # the child died of a signal (OOM killer, SIGKILL, segfault)
+    NO_SUMMARY = "NO_SUMMARY"        # exit 0 but no readable summary.json
+    NO_OBJECTIVE = "NO_OBJECTIVE"    # the objective is missing or NaN in the summary
+    STALE = "STALE"                  # the worker's heartbeat stopped (worker killed); retried once
+    INTERRUPTED = "INTERRUPTED"      # Ctrl-C / SIGTERM of the sweep; retried on restart
+    SURPLUS = "SURPLUS"              # created after the grid was exhausted (a race at the very end); nothing ran
+
+
+def run_fit(config_path: str, run_dir: str) -> int:
+    """``lightning-phase fit --config config_path`` in this process (the run writes into run_dir)."""
+    from lightning_phase.cli import main
+
+    return main(["fit", "--config", config_path])
+
+
+def load_runner(ref: str) -> Runner:
+    """'module:function' → the function (the default runner, or a test's)."""
+    module, _, name = ref.partition(":")
+    fn = getattr(importlib.import_module(module), name, None) if name else None
+    if not callable(fn):
+        from lightning_phase.errors import ConfigError
+
+        raise ConfigError("--runner", ref, "module:function naming a callable")
+    return fn
+
+
+def preload(ref: str) -> None:
+    """Import what the runner needs before forking, so each trial starts with it loaded."""
+    if ref == DEFAULT_RUNNER:
+        import lightning_phase.cli  # noqa: F401  (torch, Lightning, the package: the ~5 s import)
+
+
+def check_config(ref: str, config_path: Path) -> str | None:
+    """For the default runner: parse the config like `fit` would (``--print_config``, in a forked child);
+    the one-line error if it is refused (an unknown key, a bad type), else None."""
+    if ref != DEFAULT_RUNNER:
+        return None
+    log = config_path.with_suffix(".check.log")
+    proc = start_child(_print_config, config_path, config_path.parent, threads=1, log_path=log)
+    proc.join()
+    lines = [ln for ln in log.read_text(errors="replace").splitlines() if "error" in ln.lower()]
+    log.unlink(missing_ok=True)
+    return None if proc.exitcode == 0 else (lines[-1] if lines else f"exit status {proc.exitcode}")
+
+
+def _print_config(config_path: str, run_dir: str) -> int:
+    from lightning_phase.cli import main
+
+    return main(["fit", "--config", config_path, "--print_config"])
+
+
+def _set_parent_death_signal() -> None:
+    """Linux: the kernel SIGKILLs this process when its parent (the worker) dies, so no orphan runs on."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _child(runner: Runner, config_path: str, run_dir: str, log_path: str, threads: int) -> None:
+    _set_parent_death_signal()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)    # the worker decides what Ctrl-C means for a trial
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    sys.stdout = sys.stderr = open(fd, "w", buffering=1, closefd=False)  # noqa: SIM115 (lives until _exit)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    code = 1
+    try:
+        code = int(runner(config_path, run_dir) or 0)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)  # no atexit, no finalisers: never touch the worker's inherited storage connections
+
+
+def start_child(runner: Runner, config_path: Path, run_dir: Path, threads: int = 1, log_path: Path | None = None):
+    """Fork a child that runs ``runner``; returns the multiprocessing Process (already started)."""
+    ctx = multiprocessing.get_context("fork")
+    log = str(log_path or run_dir / LOG_FILE)
+    proc = ctx.Process(target=_child, args=(runner, str(config_path), str(run_dir), log, threads), daemon=False)
+    proc.start()
+    return proc
+
+
+def stop_child(proc) -> None:
+    """SIGKILL the child and reap it."""
+    if proc.is_alive():
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.join()
+
+
+def classify(exitcode: int | None, run_dir: Path, objective: str) -> tuple[Outcome, dict[str, Any], float | None, str]:
+    """(outcome, summary, objective value, one-line reason) of a finished child."""
+    summary: dict[str, Any] = {}
+    path = run_dir / SUMMARY_FILE
+    if path.is_file():
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError):
+            summary = {}
+    if exitcode is None or exitcode < 0:
+        sig = -(exitcode or 0)
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        return Outcome.KILLED, summary, None, f"the trial process died of signal {name}" + _tail(run_dir)
+    if exitcode == 2:
+        return Outcome.BAD_CONFIG, summary, None, "the run refused its config" + _tail(run_dir)
+    if exitcode != 0:
+        return Outcome.CRASHED, summary, None, f"the run exited with status {exitcode}" + _tail(run_dir)
+    if not summary:
+        return Outcome.NO_SUMMARY, summary, None, f"no readable {path}"
+    if summary.get("stop_reason") == "DIVERGED":
+        return Outcome.DIVERGED, summary, None, "the loss diverged (NaN)"
+    value = objective_value(summary, objective)
+    if value is None or value != value:
+        return Outcome.NO_OBJECTIVE, summary, None, f"summary has no finite {objective!r}"
+    return Outcome.OK, summary, value, ""
+
+
+def objective_value(summary: dict[str, Any], objective: str) -> float | None:
+    """The trial value: a summary field, or N_Δ/P (``n_delta_over_p``) or N_Δ/N (``n_delta_over_n``)."""
+    try:
+        if objective == "n_delta_over_p":
+            return float(summary["n_delta"]) / float(summary["n_train"])
+        if objective == "n_delta_over_n":
+            return float(summary["n_delta"]) / float(summary["n_params"])
+        return float(summary[objective])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _tail(run_dir: Path) -> str:
+    """': <last non-empty line of trial.log>' (the error message, usually)."""
+    try:
+        lines = [ln.strip() for ln in (run_dir / LOG_FILE).read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return f": {lines[-1][:300]}" if lines else ""
+

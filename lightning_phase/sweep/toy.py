@@ -1,0 +1,53 @@
+"""A runner that trains nothing: it reads the trial's config and writes a summary.json at once.
+
+It exercises the sweep machinery (storage, workers, heartbeats, restarts, the threshold search) in
+milliseconds. Its "jamming": the net of N = d·h + (L−1)·h² + h parameters fits P points (N_Δ = 0) when
+N ≥ P/2 · (1 + 0.1·u), u ∈ [−1, 1] a fixed function of the seed, so N* ∝ P as for random data [JAM].
+``model.loss`` = toy_crash / toy_diverge / toy_kill makes a trial raise / diverge / SIGKILL itself;
+the environment variable LP_TOY_SLEEP (seconds) makes each trial last that long.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import yaml
+
+from lightning_phase.sweep.spec import get_dotted
+
+
+def toy_n_params(width: int, depth: int, input_dim: int) -> int:
+    """N = d·h + (L−1)·h² + h: FC net, no biases (SCIENCE.md §1)."""
+    return input_dim * width + (depth - 1) * width**2 + width
+
+
+def run_toy(config_path: str, run_dir: str) -> int:
+    cfg = yaml.safe_load(Path(config_path).read_text())
+    time.sleep(float(os.environ.get("LP_TOY_SLEEP", "0")))
+    loss = get_dotted(cfg, "model.loss", "soft_hinge")
+    if loss == "toy_crash":
+        raise RuntimeError("toy crash requested by model.loss")
+    if loss == "toy_kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    width = int(get_dotted(cfg, "model.net.init_args.width", 8))
+    depth = int(get_dotted(cfg, "model.net.init_args.depth", 2))
+    d = int(get_dotted(cfg, "data.input_dim", 10))
+    p = int(get_dotted(cfg, "data.n_train", 100))
+    seed = int(cfg.get("seed_everything", 0))
+    u = int(hashlib.sha256(str(seed).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF * 2 - 1
+    n = toy_n_params(width, depth, d)
+    n_star = p / 2 * (1 + 0.1 * u)
+    n_delta = 0 if n >= n_star else max(1, round(p * (1 - n / n_star)))
+    summary = {"schema_version": 1, "config": cfg, "n_params": n, "width": width, "depth": depth,
+               "seed": seed, "n_train": p, "n_delta": n_delta, "train_loss": n_delta / p,
+               "train_error": n_delta / (2 * p), "test_error": 0.5 - 0.4 * min(1.0, n / (4 * p)),
+               "steps": 1, "flow_time": 1.0, "wall_seconds": 0.0,
+               "stop_reason": "DIVERGED" if loss == "toy_diverge" else
+               ("ALL_MARGINS_MET" if n_delta == 0 else "LOSS_STALLED")}
+    Path(run_dir, "summary.json").write_text(json.dumps(summary))
+    return 0

@@ -1,0 +1,130 @@
+"""The front door: `lightning-phase fit` from YAML, summary.json, bad input → one line, exit 2, no run dir."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from lightning_phase.cli import main
+from lightning_phase.summary import SCHEMA_VERSION
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+QUICK = str(CONFIGS / "quickstart.yaml")
+
+
+class TinyNet(nn.Module):
+    """A net defined only in this test file: plugs in through `--model.net.class_path`."""
+
+    def __init__(self, hidden: int = 8, input_dim: int | None = None):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(input_dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def forward(self, x):
+        return self.body(x.flatten(1))
+
+
+class TwoOutputs(TinyNet):
+    def forward(self, x):
+        return torch.cat([super().forward(x)] * 2, dim=1)
+
+
+def _fit(*args) -> dict:
+    assert main(["fit", "--config", QUICK, "--trainer.enable_progress_bar=false", *args]) == 0
+    runs = sorted(Path("runs").glob("*/version_*/summary.json"))
+    assert len(runs) == 1
+    return json.loads(runs[0].read_text())
+
+
+def test_quickstart_learns_digits_parity():
+    s = _fit()
+    assert s["schema_version"] == SCHEMA_VERSION and s["status"] == "completed"
+    assert s["test_error"] < 0.2  # chance is 0.5
+    assert s["n_params"] == 64 * 64 + 64 * 64 + 64
+    assert s["alpha_tilde"] == pytest.approx(8 * s["alpha"])
+    assert s["stop_reason"] in ("ALL_MARGINS_MET", "STEP_BUDGET")
+    for key in ("config_hash", "train_loss", "n_delta", "train_error", "steps", "wall_seconds", "versions",
+                "seed", "data_seed", "width", "depth"):
+        assert key in s
+    assert s["config"]["model"]["alpha_tilde"] == 1.0
+    assert Path(s["config"]["trainer"]["logger"]["init_args"]["save_dir"]) == Path("runs")
+    assert list(Path("runs/quickstart/version_0").glob("events.out.tfevents.*"))
+
+
+def test_large_alpha_fits_every_margin_in_float64():
+    s = _fit("--model.alpha_tilde=1000", "--trainer.max_steps=3000")
+    assert s["n_delta"] == 0 and s["stop_reason"] == "ALL_MARGINS_MET"
+    assert s["precision"] == "64-true"
+    assert s["test_error"] < 0.2
+
+
+def test_plugged_in_external_net_trains():
+    s = _fit("--model.net=test_cli.TinyNet", "--model.net.hidden=16", "--model.alpha=1.0", "--model.alpha_tilde=null",
+             "--trainer.max_steps=300")
+    assert s["width"] is None and s["n_params"] == 64 * 16 + 16 + 16 + 1
+    assert s["train_loss"] < 0.5 * 1.0  # α²L fell well below ℓ(0) ≈ 1
+
+
+def test_same_seed_same_result_bit_for_bit():
+    a = _fit("--trainer.max_steps=50", "--stop.when_fitted=false")
+    for p in Path("runs").iterdir():
+        import shutil
+        shutil.rmtree(p)
+    b = _fit("--trainer.max_steps=50", "--stop.when_fitted=false")
+    assert a["train_loss"] == b["train_loss"] and a["test_error"] == b["test_error"]
+    assert a["config_hash"] == b["config_hash"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--data.dataset=imagenet"], "data.dataset"),
+    (["--data.dataset=mnist"], "data.root"),
+    (["--data.dataset=mnist", "--data.root=/nonexistent"], "data.root"),
+    (["--model.alpha_tilde=-1"], "model.alpha_tilde"),
+    (["--model.alpha=1.0"], "alpha"),  # both alpha and alpha_tilde
+    (["--model.alpha_tilde=null"], "alpha"),  # neither
+    (["--model.net.width=0"], "net.width"),
+    (["--model.net.width=abc"], "width"),
+    (["--data.n_train=5000"], "data.n_train"),
+    (["--data.pca_dim=100"], "data.pca_dim"),
+    (["--model.loss=mse"], "model.loss"),
+    (["--model.net.activation=gelu"], "net.activation"),
+    (["--model.net=test_cli.TwoOutputs", "--model.alpha=1", "--model.alpha_tilde=null"], "model.net"),
+    (["--model.net.widht=3"], "widht"),
+    (["--stop.max_time=-3"], "stop.max_time"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(args, needle, capsys):
+    code = main(["fit", "--config", QUICK, *args])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.count("\n") == 0 and needle in err, err
+    assert not Path("runs").exists() or not any(Path("runs").rglob("*"))
+
+
+def test_console_script_prints_where_the_results_are(tmp_path):
+    exe = Path(sys.executable).with_name("lightning-phase")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "lightning_phase"]
+    out = subprocess.run([*cmd, "fit", "--config", QUICK, "--trainer.max_steps=20", "--stop.when_fitted=false"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "summary:" in out.stdout and "tensorboard --logdir" in out.stdout
+    assert Path("runs/quickstart/version_0/summary.json").exists()
+    bad = subprocess.run([*cmd, "fit", "--config", QUICK, "--data.dataset=nope"], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_print_config_round_trips(capsys):
+    assert main(["fit", "--config", QUICK, "--print_config"]) == 0
+    out = capsys.readouterr().out
+    Path("resolved.yaml").write_text(out)
+    assert "alpha_tilde: 1.0" in out and "stop:" in out
+    assert main(["fit", "--config", "resolved.yaml", "--trainer.max_steps=5",
+                 "--trainer.enable_progress_bar=false"]) == 0
+
+
+def test_validate_and_test_subcommands_run():
+    assert main(["validate", "--config", QUICK, "--trainer.enable_progress_bar=false"]) == 0
+    assert main(["test", "--config", QUICK, "--trainer.enable_progress_bar=false"]) == 0

@@ -1,0 +1,176 @@
+"""Sweeps: spec checks, exactly-once grid points under SIGKILL and restart, failure reasons, results table,
+and the h* bisection. The machinery tests use the toy runner (no training); test_sweep_real.py runs the
+real `lightning-phase fit`."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+from optuna.trial import TrialState
+from sweep_helpers import TOY, check_exactly_once, kill_and_restart, start, trials, write_spec
+
+from lightning_phase.sweep import commands, expand_values, parse_spec
+from lightning_phase.sweep.spec import ThresholdSpec
+from lightning_phase.sweep.threshold import max_widths, search
+from lightning_phase.sweep.toy import toy_n_params
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)   # runs/ of every sweep under the test's own folder
+
+
+# ---- spec ---------------------------------------------------------------------------------------
+def test_value_forms_expand_to_the_documented_lists():
+    assert expand_values("w", {"range": [8, 64, 8]}) == [8, 16, 24, 32, 40, 48, 56, 64]
+    assert expand_values("a", {"logspace": [-2, 2, 5]}) == [0.01, 0.1, 1.0, 10.0, 100.0]
+    assert expand_values("h", {"geomspace": [8, 256, 6]}) == [8, 16, 32, 64, 128, 256]
+    assert expand_values("s", [0, 1, 2]) == [0, 1, 2]
+
+
+def test_grid_points_are_the_product_in_sorted_key_order():
+    spec = parse_spec({"base": {"model": {}}, "grid": {"seed_everything": [0, 1], "model.alpha_tilde": [1.0, 2.0]}})
+    assert spec.n_points == 4
+    assert spec.points()[1] == {"model.alpha_tilde": 1.0, "seed_everything": 1}
+    cfg = spec.run_config({"model.net.init_args.width": 5, "seed_everything": 3})
+    assert cfg == {"model": {"net": {"init_args": {"width": 5}}}, "seed_everything": 3}
+
+
+@pytest.mark.parametrize("spec, field", [
+    ({"grid": {"seed_everything": [0]}, "gird": {}}, "spec key"),
+    ({"grid": {}}, "grid"),
+    ({"grid": {"model.net.init_args.width": {"range": [8, 64]}}}, "grid.model.net.init_args.width.range"),
+    ({"grid": {"model.net.init_args.width": {"range": [64, 8, 8]}}}, "range"),
+    ({"grid": {"model.alpha_tilde": {"logspace": [-2, 2, 0]}}}, "logspace"),
+    ({"grid": {"model.alpha_tilde": {"linspace": [0, 1, 3]}}}, "grid.model.alpha_tilde"),
+    ({"grid": {"modle.alpha_tilde": [1.0]}}, "section"),
+    ({"grid": {"seed_everything": [0, 0]}}, "grid.seed_everything"),
+    ({"grid": {"seed_everything": [0]}, "objective": "accuracy"}, "objective"),
+    ({"grid": {"seed_everything": [0]}, "direction": "down"}, "direction"),
+    ({"threshold": {"seeds": [0], "width_min": 8}}, "threshold.width_max"),
+])
+def test_bad_sweep_file_fails_at_once_with_one_line(tmp_path, capsys, spec, field):
+    path = write_spec(tmp_path / "bad.yaml", **spec)
+    cmd = "threshold" if "threshold" in spec else "sweep"
+    assert commands.main([cmd, str(path), "--storage", str(tmp_path / "s.journal"), "--runner", TOY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and field in err, err
+
+
+@pytest.mark.parametrize("storage", ["postgresql://nobody@127.0.0.1:1/none", "/no/such/dir/s.journal",
+                                     "redis://localhost"])
+def test_unreachable_storage_fails_at_once_with_one_line(tmp_path, capsys, storage):
+    path = write_spec(tmp_path / "ok.yaml", grid={"seed_everything": [0]})
+    assert commands.main(["sweep", str(path), "--storage", storage, "--runner", TOY]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--storage" in err, err
+
+
+def test_continuing_a_study_with_a_different_grid_is_refused(tmp_path, capsys):
+    st = str(tmp_path / "s.journal")
+    a = write_spec(tmp_path / "a.yaml", grid={"seed_everything": [0]})
+    b = write_spec(tmp_path / "b.yaml", grid={"seed_everything": [0, 1]})
+    assert commands.main(["sweep", str(a), "--storage", st, "--study", "x", "--runner", TOY, "--no-progress"]) == 0
+    assert commands.main(["sweep", str(b), "--storage", st, "--study", "x", "--runner", TOY, "--no-progress"]) == 2
+    assert "grid" in capsys.readouterr().err.splitlines()[-1]
+
+
+# ---- workers, storage, restarts --------------------------------------------------------------
+def test_killed_worker_point_redone_once_and_restart_loses_nothing_journal(tmp_path):
+    kill_and_restart(tmp_path, str(tmp_path / "sweeps.journal"))
+
+
+def test_failed_runs_are_recorded_with_their_reason_and_do_not_block(tmp_path):
+    st = str(tmp_path / "s.journal")
+    spec = write_spec(tmp_path / "fail.yaml", grid={"model.loss": ["soft_hinge", "toy_crash", "toy_diverge",
+                                                                    "toy_kill"]}, objective="n_delta_over_p")
+    proc = start(["sweep", str(spec), "--storage", st, "--workers", "2", "--runner", TOY, "--no-progress",
+                  "--runs-dir", str(tmp_path / "runs")])
+    proc.join(60)
+    assert proc.exitcode == 0
+    ts = {t.params["model.loss"]: t for t in trials(st, "fail")}
+    ok = ts["soft_hinge"]
+    assert ok.state == TrialState.COMPLETE and ok.value == ok.user_attrs["summary"]["n_delta"] / 40
+    assert (tmp_path / "runs" / "fail" / f"trial_{ok.number:05d}" / "summary.json").is_file()
+    assert ok.user_attrs["run_dir"].endswith(f"fail/trial_{ok.number:05d}")
+    reasons = {k: (t.state, t.user_attrs.get("fail_reason")) for k, t in ts.items() if k != "soft_hinge"}
+    assert reasons == {"toy_crash": (TrialState.FAIL, "CRASHED"), "toy_diverge": (TrialState.FAIL, "DIVERGED"),
+                       "toy_kill": (TrialState.FAIL, "KILLED")}
+    assert "toy crash requested" in ts["toy_crash"].user_attrs["error"]
+    assert "SIGKILL" in ts["toy_kill"].user_attrs["error"]
+
+
+def test_results_lists_every_trial_with_params_summary_and_state(tmp_path, capsys):
+    st = str(tmp_path / "s.journal")
+    spec = write_spec(tmp_path / "res.yaml", grid={"model.net.init_args.width": [2, 4], "seed_everything": [0]})
+    assert commands.main(["sweep", str(spec), "--storage", st, "--runner", TOY, "--no-progress"]) == 0
+    capsys.readouterr()
+    assert commands.main(["results", "res", "--storage", st, "--csv", str(tmp_path / "r.csv")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:4] == ["trial", "state", "width", "seed_everything"] and len(out) == 3
+    rows = list(csv.DictReader(open(tmp_path / "r.csv")))
+    assert {r["model.net.init_args.width"] for r in rows} == {"2", "4"}
+    assert {"state", "n_delta", "n_params", "test_error", "stop_reason", "run_dir"} <= set(rows[0])
+    assert commands.main(["results", "nope", "--storage", st]) == 2
+
+
+# ---- threshold ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("wmin, wmax", [(1, 64), (2, 64), (4, 100), (4, 135), (1, 7)])
+def test_bisection_finds_h_star_within_log2_plus_3_widths(wmin, wmax):
+    thr = ThresholdSpec(seeds=(0,), width_min=wmin, width_max=wmax)
+    for h_star in range(wmin, wmax + 1):
+        fitted: dict[int, bool] = {}
+        while (s := search(thr, fitted)).next_width is not None:
+            fitted[s.next_width] = s.next_width >= h_star
+        assert s.h_star == h_star and s.bracket == (h_star - 1, h_star)
+        assert len(fitted) <= max_widths(thr) <= math.log2(wmax / wmin) + 3
+        assert s.open_below == (h_star == wmin)
+
+
+def test_bisection_doubles_the_bracket_when_width_max_does_not_fit():
+    thr = ThresholdSpec(seeds=(0,), width_min=1, width_max=8, max_doublings=2)
+    for h_star, expect in ((20, 20), (40, None)):
+        fitted: dict[int, bool] = {}
+        while (s := search(thr, fitted)).next_width is not None:
+            fitted[s.next_width] = s.next_width >= h_star
+        assert s.h_star == expect and s.open_above == (expect is None)
+
+
+def test_threshold_search_on_toy_runs_is_resumable_and_n_star_grows_with_p(tmp_path, capsys):
+    st = str(tmp_path / "s.journal")
+    spec = write_spec(tmp_path / "thr.yaml", grid={"data.n_train": [40, 80]},
+                      threshold={"seeds": [0, 1, 2], "width_min": 1, "width_max": 32})
+    argv = ["threshold", str(spec), "--storage", st, "--workers", "2", "--runner", TOY, "--no-progress"]
+    assert commands.main(argv) == 0
+    res = {r["group"]["data.n_train"]: r for r in _threshold_attr(st, "thr")}
+    for p, r in res.items():
+        # toy: fitted iff N ≥ P/2·(1 + 0.1u); majority of 3 seeds → the median seed's threshold
+        assert toy_n_params(r["h_star"], 2, 10) >= p / 2 * 0.9 and toy_n_params(r["h_star"] - 1, 2, 10) < p / 2 * 1.1
+        assert len(r["widths"]) <= math.log2(32 / 1) + 3
+        assert len(r["trials"]) == 3 * len(r["widths"])
+    assert res[80]["n_star"] > res[40]["n_star"]
+    n_before = len(trials(st, "thr"))
+    assert commands.main(argv) == 0   # resumed: every answer is already in the study
+    assert len(trials(st, "thr")) == n_before
+    assert "h*=" in capsys.readouterr().out
+
+
+def _threshold_attr(storage, study):
+    from lightning_phase.sweep.storage import open_storage
+
+    st = open_storage(storage)
+    return st.get_study_user_attrs(st.get_study_id_from_name(study))["lp_threshold"]
+
+
+def test_two_sweeps_of_the_same_study_share_the_grid(tmp_path):
+    """Two sweep commands at once (two machines): still one COMPLETE trial per point."""
+    st = str(tmp_path / "s.journal")
+    spec = write_spec(tmp_path / "two.yaml", grid={"model.net.init_args.width": {"range": [1, 8, 1]}})
+    argv = ["sweep", str(spec), "--storage", st, "--workers", "1", "--runner", TOY, "--no-progress"]
+    a, b = start(argv), start(argv)
+    a.join(60)
+    b.join(60)
+    assert a.exitcode == 0 and b.exitcode == 0
+    check_exactly_once(trials(st, "two"), 8)

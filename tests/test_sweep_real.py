@@ -1,0 +1,72 @@
+"""Sweeps that train for real (`lightning-phase fit` in forked trial processes), kept to ~1 s per run."""
+
+from __future__ import annotations
+
+import math
+
+import yaml
+from optuna.trial import TrialState
+from sweep_helpers import trials
+
+from lightning_phase.sweep import commands
+
+RANDOM_BASE = {   # fits in ~20-120 steps when over-parametrised; 300-step budget, stall check over 100
+    "trainer": {"max_steps": 300},
+    "model": {"net": {"class_path": "lightning_phase.nets.FullyConnected", "init_args": {"width": 8, "depth": 2}},
+              "alpha_tilde": 10.0, "loss": "quadratic_hinge",
+              "optimizer": {"class_path": "torch.optim.Adam", "init_args": {"lr": 0.03}}},
+    "data": {"dataset": "random", "n_train": 20, "n_test": 50, "dim": 10},
+    "stop": {"when_fitted": True, "stall_window": 100, "stall_rtol": 0.01},
+}
+
+
+def _spec(path, **spec):
+    path.write_text(yaml.safe_dump({"base": RANDOM_BASE, **spec}))
+    return str(path)
+
+
+def test_threshold_on_random_data_bisects_and_n_star_grows_with_p(tmp_path, capsys):
+    """[JAM] random data, depth 2, P = 20 and 80, 3 seeds: h* by bisection on widths 1…16, at most
+    log2(h_max/h_min) + 3 widths per seed per P, and N* = n_params(h*) larger at the larger P."""
+    st = str(tmp_path / "s.journal")
+    spec = _spec(tmp_path / "jam.yaml", grid={"data.n_train": [20, 80]},
+                 threshold={"seeds": [0, 1, 2], "width_min": 1, "width_max": 16}, objective="n_delta_over_p")
+    assert commands.main(["threshold", spec, "--storage", st, "--workers", "2", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    ts = trials(st, "jam")
+    assert ts and all(t.state == TrialState.COMPLETE for t in ts)
+    assert all(t.user_attrs["summary"]["n_train"] in (20, 80) for t in ts)   # summary.json → user attrs
+    by_p: dict[int, set] = {20: set(), 80: set()}
+    for t in ts:
+        by_p[t.params["data.n_train"]].add(t.params["model.net.init_args.width"])
+    for widths in by_p.values():
+        assert len(widths) <= math.log2(16 / 1) + 3
+    from lightning_phase.sweep.storage import open_storage
+
+    storage = open_storage(st)
+    res = storage.get_study_user_attrs(storage.get_study_id_from_name("jam"))["lp_threshold"]
+    n_star = {r["group"]["data.n_train"]: r["n_star"] for r in res}
+    assert None not in n_star.values(), out
+    assert n_star[80] > n_star[20], out
+
+
+def test_real_sweep_records_divergence_and_fit_summaries(tmp_path):
+    st = str(tmp_path / "s.journal")
+    spec = _spec(tmp_path / "div.yaml", grid={"model.optimizer.init_args.lr": [0.05, 1.0e30]},
+                 fixed={"model.net.init_args.width": 16, "trainer.max_steps": 50,
+                        "model.optimizer.class_path": "torch.optim.SGD"}, objective="train_loss")
+    assert commands.main(["sweep", spec, "--storage", st, "--workers", "2", "--no-progress"]) == 0
+    ts = {t.params["model.optimizer.init_args.lr"]: t for t in trials(st, "div")}
+    ok, bad = ts[0.05], ts[1.0e30]
+    assert ok.state == TrialState.COMPLETE and ok.value == ok.user_attrs["summary"]["train_loss"]
+    assert ok.user_attrs["summary"]["width"] == 16
+    assert bad.state == TrialState.FAIL and bad.user_attrs["fail_reason"] == "DIVERGED", bad.user_attrs
+
+
+def test_typo_in_a_grid_key_fails_before_any_trial(tmp_path, capsys):
+    st = str(tmp_path / "s.journal")
+    spec = _spec(tmp_path / "typo.yaml", grid={"model.net.init_args.widht": [4, 8]})
+    assert commands.main(["sweep", spec, "--storage", st, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "widht" in err, err
+    assert trials(st, "typo") == []
