@@ -2,12 +2,13 @@
 
 Run:  OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/ntk.py [--quick]
 
-Reports, per case: time of each method and their ratio, max |Θ − Θ_loop| / max |Θ_loop|, peak memory
-above the baseline (Linux VmHWM after resetting it through /proc/self/clear_refs: resident memory,
-so torch's allocations are seen, unlike tracemalloc; glibc's mmap threshold is fixed at 128 kB so freed
-blocks leave the resident set), and for the layer-wise path the ratio of its time
-to that of the GEMMs of the formula (A_ℓA_ℓᵀ and B_ℓB_ℓᵀ of every layer, full P×P, timed alone on the same
-shapes; the symmetric case computes only the upper block triangle, so the ratio can fall below 1).
+Reports, per case: time of each method (min of 3 for ``ntk``), their ratio, max |Θ − Θ_loop| / max |Θ_loop|,
+peak memory above the baseline, and for the layer-wise path the ratio of its time to that of the GEMMs of
+its formula (A_ℓA_ℓᵀ and B_ℓB_ℓᵀ of every layer, full P×P, timed alone on the same shapes; the symmetric
+case computes only the upper block triangle, so the ratio can fall below 1).
+Memory: Linux VmHWM after ``malloc_trim(0)`` (free heap pages back to the OS, so reuse of memory freed by
+earlier cases is counted) and resetting VmHWM through /proc/self/clear_refs: resident memory, so torch's
+allocations are seen, unlike tracemalloc.
 When the loop's P×N Jacobian would not fit (``loop_rows``), the loop is timed on that many rows and
 extrapolated: gradients linearly in P, the J·Jᵀ product quadratically (it is P²N flops); max |Δ| is then
 measured on those rows only. Last table: one NTK on the kernel set in units of one full-batch training step.
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import ctypes
+import os
 import time
 
 import torch
@@ -29,15 +31,7 @@ from lightning_phase.observables import ntk, ntk_loop
 f64 = torch.float64
 
 
-def _fixed_mmap_threshold() -> None:
-    """glibc: serve every allocation ≥ 128 kB by mmap and return it on free (no dynamic threshold), so the
-    resident set falls back after each case and the next case's peak is not hidden in reused heap pages."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # M_MMAP_THRESHOLD
-        libc.malloc_trim(0)
-    except OSError:
-        pass
+_LIBC = ctypes.CDLL("libc.so.6") if os.path.exists("/proc/self/status") else None
 
 
 def _rss_kb(field: str) -> int:
@@ -49,7 +43,10 @@ def _rss_kb(field: str) -> int:
 
 
 def measure(fn):
-    """(result, seconds, peak MB above the resident baseline)."""
+    """(result, seconds, peak MB above the resident baseline). glibc's free heap pages are first returned
+    to the OS (malloc_trim), so memory freed by earlier cases cannot hide this call's peak."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
     try:
         with open("/proc/self/clear_refs", "w") as fh:
             fh.write("5")  # reset VmHWM to the current RSS
@@ -163,7 +160,6 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="small sizes only (a smoke run)")
     args = ap.parse_args()
-    _fixed_mmap_threshold()
     torch.set_grad_enabled(True)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float64\n")
     print("| FC net | ntk layer-wise (s) | per-sample loop (s) | speed-up | peak MB new / loop | max rel |Δ| "

@@ -120,7 +120,7 @@ def test_callbacks_log_their_keys_and_summaries(tmp_path):
     assert summary["ntk_rel_change"] == log.values("ntk/rel_change")[-1][1]
     assert summary["hessian_min"] <= summary["hessian_max"] and summary["hessian_method"] == "dense"
     assert summary["loss0"] == pytest.approx(math.log1p(math.exp(20)) / 20)  # α²L(w₀) = ℓ(0)
-    assert summary["flow_time"] == pytest.approx(12 * 0.5)
+    assert cbs[3].flow_time == pytest.approx(12 * 0.5) == module.flow_time
 
 
 def test_tensorboard_gets_histogram_and_figures(tmp_path):
@@ -179,3 +179,21 @@ def test_callbacks_build_from_a_trainer_callbacks_yaml_list():
     cbs = parser.instantiate(parser.parse_object(cfg)).callbacks
     assert [type(c).__name__ for c in cbs] == ["NTKChange", "HessianSpectrum", "Margins"]
     assert cbs[0].schedule == LogSpacedSchedule(5) and cbs[0].n_points == 200 and cbs[1].n_points == 100
+
+
+def test_observables_config_runs_through_the_cli_into_summary_json(tmp_path, monkeypatch):
+    import json
+    from pathlib import Path
+
+    from lightning_phase.cli import main
+
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "observables.yaml")
+    monkeypatch.chdir(tmp_path)
+    assert main(["fit", "--config", config, "--trainer.max_steps=8", "--model.net.init_args.width=8",
+                 "--trainer.enable_progress_bar=false"]) == 0
+    (path,) = Path("runs").glob("observables/version_*/summary.json")
+    summary = json.loads(path.read_text())
+    for key in ("ntk_rel_change", "weights_change", "t1", "theta", "gamma", "hessian_min", "hessian_max",
+                "margins_n_delta"):
+        assert key in summary, key
+    assert summary["ntk_rel_change"] > 0 and summary["hessian_method"] == "dense"

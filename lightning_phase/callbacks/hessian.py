@@ -7,7 +7,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from lightning_phase.callbacks._figures import spectrum_figure
 from lightning_phase.callbacks.schedule import full_set, log_metrics, tensorboard
 from lightning_phase.errors import check_positive_int
 from lightning_phase.observables import hessian_spectrum
@@ -55,6 +54,8 @@ class HessianSpectrum(pl.Callback):
         self.result["hessian_method"] = spec.method
         writer = tensorboard(trainer)
         if writer is not None:
+            from lightning_phase.callbacks._figures import spectrum_figure  # matplotlib only when drawing
+
             writer.add_figure("hessian/spectrum", spectrum_figure(spec), global_step=trainer.global_step)
 
     def summary(self) -> dict[str, float | str | None]:

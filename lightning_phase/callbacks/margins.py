@@ -6,7 +6,6 @@ from typing import Any
 
 import torch
 
-from lightning_phase.callbacks._figures import tails_figure
 from lightning_phase.callbacks.schedule import (
     LogSpacedSchedule,
     ScheduledCallback,
@@ -70,6 +69,8 @@ class Margins(ScheduledCallback):
         log_metrics(trainer, {f"margins/{k}": getattr(fit, k) for k in keys}, step)
         writer = tensorboard(trainer)
         if writer is not None:
+            from lightning_phase.callbacks._figures import tails_figure  # matplotlib only when drawing
+
             writer.add_figure("margins/tails", tails_figure(delta, fit), global_step=step)
 
     def summary(self) -> dict[str, float | int | None]:

@@ -35,9 +35,13 @@ class NTKChange(ScheduledCallback):
         return self._generate_state_key(n_points=self.n_points, method=self.method)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage != "fit":
-            return
-        xk = getattr(trainer.datamodule, "x_kernel", None) if trainer.datamodule is not None else None
+        if stage == "fit":
+            self.check_data(trainer.datamodule)
+
+    def check_data(self, datamodule) -> None:
+        """ConfigError naming ``data.n_kernel`` unless the data module's kernel set has ≥ n_points points
+        (called at setup; a CLI may call it before creating the run directory)."""
+        xk = getattr(datamodule, "x_kernel", None) if datamodule is not None else None
         n_kernel = 0 if xk is None else len(xk)
         if n_kernel < self.n_points:
             raise ConfigError("data.n_kernel", n_kernel,

@@ -17,7 +17,7 @@ class TimeScale(pl.Callback):
     the scheduled steps ``time/flow_time`` and ``time/output_norm`` (‖F‖, RMS over the training batch) —
     both at the state the training step saw (step s − 1 after s optimiser steps). Cheap: runs every step.
 
-    Summary: t1 (None if never reached), flow_time (at the end), loss0 (α²L at start).
+    Summary: t1 (None if never reached), loss0 (α²L at start); the run summary records flow_time itself.
     """
 
     def __init__(self, schedule: LogSpacedSchedule | None = None):
@@ -52,7 +52,7 @@ class TimeScale(pl.Callback):
             log_metrics(trainer, {"time/flow_time": t, "time/output_norm": norm}, step)
 
     def summary(self) -> dict[str, float | None]:
-        return {"t1": self.t1, "flow_time": self.flow_time, "loss0": self.loss0}
+        return {"t1": self.t1, "loss0": self.loss0}
 
     def state_dict(self) -> dict[str, Any]:
         return {"t0": self.t0, "loss0": self.loss0, "t1": self.t1, "flow_time": self.flow_time}
