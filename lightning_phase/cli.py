@@ -83,8 +83,11 @@ class PhaseCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def _check_before_run(self) -> None:
-        # A net of the wrong shape must fail before any run directory exists.
+        # A net of the wrong shape, or data a callback cannot use, must fail before any run directory exists.
         self.model.check_net(self.datamodule.x_train[:4])
+        for callback in self.trainer.callbacks:
+            if callable(getattr(callback, "check_data", None)):
+                callback.check_data(self.datamodule)
         self.log_dir_existed = self.trainer.log_dir is not None and Path(self.trainer.log_dir).exists()
 
     before_fit = before_validate = before_test = _check_before_run

@@ -128,3 +128,11 @@ def test_print_config_round_trips(capsys):
 def test_validate_and_test_subcommands_run():
     assert main(["validate", "--config", QUICK, "--trainer.enable_progress_bar=false"]) == 0
     assert main(["test", "--config", QUICK, "--trainer.enable_progress_bar=false"]) == 0
+
+
+def test_kernel_set_too_small_for_ntk_change_is_refused_before_the_run(capsys):
+    config = str(CONFIGS / "observables.yaml")
+    assert main(["fit", "--config", config, "--data.n_kernel=10"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "data.n_kernel" in err, err
+    assert not Path("runs").exists() or not any(Path("runs").rglob("*"))
