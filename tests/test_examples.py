@@ -1,0 +1,29 @@
+"""Every shipped config and sweep spec parses and is accepted by `fit` (as the hydra template's test_configs)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lightning_phase.cli import main
+from lightning_phase.sweep.spec import load_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_config_is_accepted(config, capsys):
+    assert main(["fit", "--config", str(config), "--print_config"]) == 0
+    assert "model:" in capsys.readouterr().out
+    assert config.read_text().startswith("# lightning-phase fit --config configs/")  # first comment: the command
+
+
+@pytest.mark.parametrize("spec", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_sweep_spec_builds_accepted_run_configs(spec, capsys):
+    s = load_spec(spec)
+    assert s.n_points >= 2
+    first, last = s.points()[0], s.points()[-1]
+    for params in (first, last):
+        Path("trial.yaml").write_text(yaml.safe_dump(s.run_config(params)))
+        assert main(["fit", "--config", "trial.yaml", "--print_config"]) == 0
+    assert spec.read_text().startswith("# lightning-phase ")
