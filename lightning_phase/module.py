@@ -128,9 +128,11 @@ class PhaseModule(pl.LightningModule):
         F_out = self(x)
         self._last_outputs = F_out.detach()  # read by GradientFlow (d_out) through last_outputs()
         s = self.stats(F_out, y)
-        if self._logs_this_step():
-            self.log_dict({f"train/{k}": v.detach().float() for k, v in s.items()}, on_step=True, on_epoch=False,
-                          batch_size=len(y))
+        if self._logs_this_step():  # under DDP: N_Δ summed over the ranks' shards, loss and error averaged
+            self.log("train/n_delta", s["n_delta"].float(), on_step=True, on_epoch=False, batch_size=len(y),
+                     sync_dist=True, reduce_fx="sum")
+            self.log_dict({"train/loss": s["loss"].detach().float(), "train/error": s["error"].float()},
+                          on_step=True, on_epoch=False, batch_size=len(y), sync_dist=True)
         # Gradient of L = (1/α²)·mean ℓ, logged value is α²L.
         return {"loss": s["loss"] / self.alpha**2, "loss_value": s["loss"].detach(),
                 "n_delta": s["n_delta"].detach(), "outputs": F_out.detach()}

@@ -58,6 +58,10 @@ class GradientFlow(torch.optim.Optimizer):
     Float64 in, float64 throughout: nothing is cast.
     """
 
+    # Its closure's last evaluation in a step is at the accepted new point w(t + dt), not at w(t) as for
+    # SGD/Adam: callbacks reading the training-step outputs (TimeScale) date them accordingly.
+    evaluates_at_new_point = True
+
     def __init__(
         self,
         params,

@@ -71,11 +71,12 @@ class CaptureLogger(Logger):
         return [(s, m[key]) for s, m in self.rows if key in m]
 
 
-def _fit(callbacks, tmp_path=None, max_steps=12, width=8, alpha_tilde=1.0, loss="soft_hinge", data=None):
+def _fit(callbacks, tmp_path=None, max_steps=12, width=8, alpha_tilde=1.0, loss="soft_hinge", data=None,
+         optimizer=None):
     data = data or TinyData()
     net = FullyConnected(width, 2, "softplus", 3.0, input_dim=data.input_dim, seed=0)
     module = PhaseModule(net, alpha_tilde=alpha_tilde, loss=loss,
-                         optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
+                         optimizer=optimizer or (lambda p: torch.optim.SGD(p, lr=0.5)))
     capture = CaptureLogger()
     loggers = [capture] + ([TensorBoardLogger(tmp_path, name="tb")] if tmp_path is not None else [])
     trainer = pl.Trainer(accelerator="cpu", devices=1, precision="64-true", max_steps=max_steps,
@@ -120,7 +121,7 @@ def test_callbacks_log_their_keys_and_summaries(tmp_path):
     assert summary["ntk_rel_change"] == log.values("ntk/rel_change")[-1][1]
     assert summary["hessian_min"] <= summary["hessian_max"] and summary["hessian_method"] == "dense"
     assert summary["loss0"] == pytest.approx(math.log1p(math.exp(20)) / 20)  # α²L(w₀) = ℓ(0)
-    assert cbs[3].flow_time == pytest.approx(12 * 0.5) == module.flow_time
+    assert module.flow_time == pytest.approx(12 * 0.5)
 
 
 def test_tensorboard_gets_histogram_and_figures(tmp_path):
@@ -144,6 +145,19 @@ def test_t1_reached_in_lazy_run_and_matches_logged_losses():
     trainer, module, log = _fit([ts], max_steps=40, alpha_tilde=100.0)
     assert ts.t1 is not None and 0 < ts.t1 <= trainer.global_step * 0.5
     assert log.values("time/t1") == [(round(ts.t1 / 0.5), ts.t1)]
+
+
+def test_t1_is_the_same_flow_time_under_gradient_flow_and_small_step_descent():
+    """Both integrate the same flow: t₁ must agree, so each must date its losses at the right t."""
+    from lightning_phase.optim import GradientFlow
+
+    ts_gd, ts_gf = TimeScale(), TimeScale()
+    _fit([ts_gd], max_steps=400, optimizer=lambda p: torch.optim.SGD(p, lr=0.01))
+    _fit([ts_gf], max_steps=400, optimizer=lambda p: GradientFlow(p, max_dgrad=1e-3))
+    ell0 = math.log1p(math.exp(20)) / 20
+    assert ts_gd.loss0 == pytest.approx(ell0) and ts_gf.loss0 == pytest.approx(ell0)  # α²L(w₀) = ℓ(0)
+    assert ts_gd.t1 is not None and ts_gf.t1 is not None
+    assert ts_gf.t1 == pytest.approx(ts_gd.t1, rel=0.03, abs=0.02)
 
 
 def test_ntk_change_rejects_too_small_kernel_set():
@@ -197,3 +211,10 @@ def test_observables_config_runs_through_the_cli_into_summary_json(tmp_path, mon
                 "margins_n_delta"):
         assert key in summary, key
     assert summary["ntk_rel_change"] > 0 and summary["hessian_method"] == "dense"
+
+
+@pytest.mark.parametrize("kwargs,field", [({"k_min": 0}, "Margins.k_min"), ({"n_boot": -3}, "Margins.n_boot"),
+                                          ({"histogram": "no"}, "Margins.histogram")])
+def test_bad_margins_arguments_fail_at_construction(kwargs, field):
+    with pytest.raises(ConfigError, match=field):
+        Margins(**kwargs)

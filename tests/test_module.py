@@ -122,3 +122,9 @@ def test_stop_rules_decide_in_priority_order():
 def test_bad_stop_rules_name_the_field(kwargs, field):
     with pytest.raises(ConfigError, match=field):
         StopRules(**kwargs)
+
+
+def test_stall_window_counts_steps_not_checks():
+    rules = StopRules(when_fitted=False, stall_window=100, stall_rtol=1e-3, check_every=10)
+    decisions = [rules._decide(1.0, 5, 0.0, 0.0) for _ in range(11)]  # 11 checks = 100 steps, flat loss
+    assert decisions[:10] == [None] * 10 and decisions[10] is StopReason.LOSS_STALLED

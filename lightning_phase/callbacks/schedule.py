@@ -103,4 +103,5 @@ def full_set(trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, n: i
     if t is None:
         raise ConfigError("data", type(dm).__name__, f"a data module with a tensor `{name}`")
     dtype = next(pl_module.parameters()).dtype
-    return t[:n].to(device=pl_module.device, dtype=dtype)
+    t = t if n is None else t[:n]  # the datamodule's own object when whole: PhaseModule caches f₀ by identity
+    return t.to(device=pl_module.device, dtype=dtype)

@@ -90,10 +90,11 @@ class StopRules(pl.Callback):
             return StopReason.ALL_MARGINS_MET
         if self.max_time is not None and flow_time >= self.max_time:
             return StopReason.TIME_BUDGET
-        if self.stall_window is not None:
+        if self.stall_window is not None:  # the history holds one loss per check, every check_every steps
+            window = math.ceil(self.stall_window / self.check_every)
             self._history.append(loss)
-            del self._history[: -(self.stall_window + 1)]
-            if stall_check(self._history, self.stall_window, self.stall_rtol):
+            del self._history[: -(window + 1)]
+            if stall_check(self._history, window, self.stall_rtol):
                 return StopReason.LOSS_STALLED
         if self.wall_cap is not None and wall >= self.wall_cap:
             return StopReason.WALL_CAP

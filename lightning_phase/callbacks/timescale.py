@@ -6,16 +6,18 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from lightning_phase.callbacks.schedule import LogSpacedSchedule, log_metrics
+from lightning_phase.callbacks.schedule import LogSpacedSchedule, full_set, log_metrics
 from lightning_phase.observables import output_norm, t1
 
 
 class TimeScale(pl.Callback):
     """Reads each step's α²L (``outputs["loss_value"]``) and F (``outputs["outputs"]``) from
-    ``PhaseModule.training_step`` and the flow time t (``pl_module.flow_time``, Σ dt) before the step.
-    Logs ``time/t1`` once, when α²L first falls below half its value at step 0 (``observables.t1``), and at
-    the scheduled steps ``time/flow_time`` and ``time/output_norm`` (‖F‖, RMS over the training batch) —
-    both at the state the training step saw (step s − 1 after s optimiser steps). Cheap: runs every step.
+    ``PhaseModule.training_step`` and dates them with the flow time t of the state they were evaluated at:
+    t before the step for SGD/Adam, after it for an optimiser whose last closure call is at the new point
+    (``evaluates_at_new_point``, GradientFlow). α²L at start is measured on the training set at fit start
+    (= ℓ(0), since F ≡ 0). Logs ``time/t1`` once, when α²L first falls below half of it
+    (``observables.t1``), and at the scheduled steps ``time/flow_time`` and ``time/output_norm`` (‖F‖, RMS
+    over the training batch). Cheap: one scalar read per step until t₁ is found, then only on schedule.
 
     Summary: t1 (None if never reached), loss0 (α²L at start); the run summary records flow_time itself.
     """
@@ -25,12 +27,16 @@ class TimeScale(pl.Callback):
         self.t0: float | None = None
         self.loss0: float | None = None
         self.t1: float | None = None
-        self.flow_time: float | None = None
         self._t_before = 0.0
 
     @property
     def state_key(self) -> str:
         return self._generate_state_key(points_per_decade=self.schedule.points_per_decade)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.loss0 is None and callable(getattr(pl_module, "evaluate", None)):
+            x, y = full_set(trainer, pl_module, "x_train"), full_set(trainer, pl_module, "y_train")
+            self.t0, self.loss0 = float(pl_module.flow_time), pl_module.evaluate(x, y)["loss"]
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self._t_before = float(pl_module.flow_time)
@@ -38,15 +44,16 @@ class TimeScale(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if not isinstance(outputs, dict) or "loss_value" not in outputs:
             return
-        loss, t = float(outputs["loss_value"]), self._t_before
-        step = trainer.global_step - 1  # the state the training step evaluated
-        if self.loss0 is None:
-            self.t0, self.loss0 = t, loss
+        after = any(getattr(opt, "evaluates_at_new_point", False) for opt in trainer.optimizers)
+        t = float(pl_module.flow_time) if after else self._t_before
+        step = trainer.global_step if after else trainer.global_step - 1  # the state that was evaluated
         if self.t1 is None:
+            loss = float(outputs["loss_value"])
+            if self.loss0 is None:  # a module without evaluate(): the first evaluated state
+                self.t0, self.loss0 = t, loss
             self.t1 = t1([self.t0, t], [self.loss0, loss])
             if self.t1 is not None:
                 log_metrics(trainer, {"time/t1": self.t1}, step)
-        self.flow_time = float(pl_module.flow_time)
         if self.schedule(step) and "outputs" in outputs:
             norm = float(output_norm(outputs["outputs"]))
             log_metrics(trainer, {"time/flow_time": t, "time/output_norm": norm}, step)
@@ -55,8 +62,7 @@ class TimeScale(pl.Callback):
         return {"t1": self.t1, "loss0": self.loss0}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"t0": self.t0, "loss0": self.loss0, "t1": self.t1, "flow_time": self.flow_time}
+        return {"t0": self.t0, "loss0": self.loss0, "t1": self.t1}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.t0, self.loss0, self.t1 = state_dict["t0"], state_dict["loss0"], state_dict["t1"]
-        self.flow_time = state_dict["flow_time"]

@@ -18,9 +18,8 @@ import time
 from pathlib import Path
 
 from lightning_phase.errors import ConfigError
+from lightning_phase.sweep.runner import DEFAULT_RUNNER
 from lightning_phase.sweep.storage import DEFAULT_STORAGE, describe, open_storage
-
-DEFAULT_RUNNER = "lightning_phase.sweep.runner:run_fit"
 
 
 class _UsageError(Exception):

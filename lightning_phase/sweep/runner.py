@@ -21,8 +21,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from lightning_phase.summary import SUMMARY_FILE
+
 Runner = Callable[[str, str], int]
-SUMMARY_FILE = "summary.json"
 LOG_FILE = "trial.log"
 DEFAULT_RUNNER = "lightning_phase.sweep.runner:run_fit"
 

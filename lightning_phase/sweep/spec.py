@@ -21,7 +21,6 @@ field, the value and what is accepted, so a typo fails in a second rather than a
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import json
 import math
@@ -83,9 +82,6 @@ class SweepSpec:
         thr = None if self.threshold is None else self.threshold.__dict__
         return {"base": self.base, "fixed": self.fixed, "grid": self.grid, "objective": self.objective,
                 "direction": self.direction, "threshold": thr}
-
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(self.fingerprint(), sort_keys=True).encode()).hexdigest()[:16]
 
     def run_config(self, params: dict[str, Any]) -> dict[str, Any]:
         """The full run config of one trial: base, then ``fixed``, then the trial's ``params``."""

@@ -10,7 +10,6 @@ the environment variable LP_TOY_SLEEP (seconds) makes each trial last that long.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from lightning_phase.summary import SUMMARY_FILE, write_json_atomic
 from lightning_phase.sweep.spec import get_dotted
 
 
@@ -49,5 +49,5 @@ def run_toy(config_path: str, run_dir: str) -> int:
                "steps": 1, "flow_time": 1.0, "wall_seconds": 0.0,
                "stop_reason": "DIVERGED" if loss == "toy_diverge" else
                ("ALL_MARGINS_MET" if n_delta == 0 else "LOSS_STALLED")}
-    Path(run_dir, "summary.json").write_text(json.dumps(summary))
+    write_json_atomic(Path(run_dir, SUMMARY_FILE), summary)
     return 0

@@ -31,6 +31,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from lightning_phase.summary import SUMMARY_FILE
 from lightning_phase.sweep.runner import Outcome, Runner, classify, start_child, stop_child
 from lightning_phase.sweep.spec import SweepSpec
 
@@ -208,7 +209,7 @@ def run_one(h: StudyHandle, opts: WorkerOptions, runner: Runner, trial_id: int, 
     version = f"trial_{frozen.number:05d}"
     run_dir = opts.runs_dir / h.spec.name / version
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "summary.json").unlink(missing_ok=True)
+    (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
     cfg_path = run_dir / TRIAL_CONFIG
     cfg_path.write_text(yaml.safe_dump(trial_config(h.spec, params, opts.runs_dir, version), sort_keys=False))
     st.set_trial_user_attr(trial_id, "run_dir", str(run_dir))
