@@ -42,3 +42,8 @@ def get_loss(name: str, beta: float = 20.0) -> Callable[[Tensor], Tensor]:
 def margins(F_out: Tensor, y: Tensor) -> Tensor:
     """Δ_μ = 1 − y_μ F_μ (κ = 1, [JAM]); point μ is unfitted when Δ_μ > 0. Same shape as F_out."""
     return 1 - y * F_out
+
+
+def n_delta(delta: Tensor) -> Tensor:
+    """N_Δ = #{μ : Δ_μ > 0} over the last axis: Δ (P,) → () or (K, P) → (K,), int64."""
+    return (delta > 0).sum(dim=-1)

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
 from lightning_phase.errors import ConfigError, check_positive_float
-from lightning_phase.losses import get_loss, margins
+from lightning_phase.losses import get_loss, margins, n_delta
 
 
 def _sgd(params) -> torch.optim.Optimizer:
@@ -113,7 +113,7 @@ class PhaseModule(pl.LightningModule):
         z = y * F_out
         return {
             "loss": self.loss_fn(z).mean(),
-            "n_delta": (margins(F_out, y) > 0).sum(),
+            "n_delta": n_delta(margins(F_out, y)),
             "error": (z <= 0).to(F_out.dtype).mean(),
         }
 

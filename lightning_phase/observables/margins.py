@@ -11,14 +11,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from torch import Tensor
 
-from lightning_phase.losses import margins
+from lightning_phase.losses import margins, n_delta
 
 __all__ = ["TailFit", "log_histogram", "margins", "n_delta", "power_law_mle", "tail_exponents"]
-
-
-def n_delta(delta: Tensor) -> Tensor:
-    """N_Δ = #{μ : Δ_μ > 0} over the last axis: Δ (P,) → () or (K, P) → (K,), int64."""
-    return (delta > 0).sum(dim=-1)
 
 
 def power_law_mle(values: np.ndarray, k: int) -> tuple[float, float]:
