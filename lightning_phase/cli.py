@@ -110,7 +110,7 @@ class PhaseCLI(LightningCLI):
                   f"train_error={rec.get('train_error', float('nan')):.4f}  "
                   f"test_error={rec.get('test_error', float('nan')):.4f}  steps={rec.get('steps')}")
             print(f"summary:     {summary.path}")
-            print(f"tensorboard: tensorboard --logdir {Path(self.trainer.log_dir).parent}")
+            print(f"tensorboard: tensorboard --logdir {summary.path.parent.parent}")
 
 
 def warm_parser() -> None:

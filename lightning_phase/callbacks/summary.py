@@ -39,7 +39,10 @@ class RunSummary(pl.Callback):
 
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str,
                extra: dict[str, Any] | None = None) -> None:
-        if not trainer.is_global_zero or trainer.log_dir is None:
+        # The logger's own log_dir, not trainer.log_dir: under DDP the latter is a broadcast that every rank
+        # would have to join, and only rank 0 writes (or is alive, in on_exception).
+        log_dir = getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
+        if not trainer.is_global_zero or log_dir is None:
             return
         net = getattr(pl_module, "net", None)
         dm = trainer.datamodule
@@ -82,7 +85,7 @@ class RunSummary(pl.Callback):
         if rec.get("stop_reason") == "DIVERGED":
             rec["status"] = "diverged"
         self._log_hparams(trainer, rec)
-        self.path = Path(trainer.log_dir) / SUMMARY_FILE
+        self.path = Path(log_dir) / SUMMARY_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(self.path, rec)
         self.record = rec
