@@ -282,9 +282,9 @@ def test_mini_batches_cover_the_train_set_once_per_epoch_in_new_orders():
     assert torch.equal(again, orders[0])  # same batch seed → same batches
 
 
-@pytest.mark.parametrize("batch_size", [None, 4])
+@pytest.mark.parametrize("batch_size", [None, 4, 7])
 def test_ddp_shards_are_disjoint_and_cover_everything(batch_size):
-    dm = PhaseDataModule("random", dim=1, n_train=30, n_test=11, batch_size=batch_size)
+    dm = PhaseDataModule("random", dim=1, n_train=32, n_test=11, batch_size=batch_size)  # 32 = 4·8 = 4·7 + 4
     seen, n_batches = [], set()
     for rank in range(3):
         dm.trainer = fake_trainer(rank=rank, world=3, epoch=2)
@@ -293,6 +293,18 @@ def test_ddp_shards_are_disjoint_and_cover_everything(batch_size):
         seen += [v for b in batches for v in b[0][:, 0].tolist()]
     assert len(n_batches) == 1  # every rank steps the same number of times
     assert sorted(seen) == sorted(dm.x_train[:, 0].tolist())
+
+
+def test_ddp_never_hands_a_rank_an_empty_mini_batch():
+    dm = PhaseDataModule("random", dim=1, n_train=30, n_test=11, batch_size=4)  # last batch: 2 < 3 ranks
+    sizes = []
+    for rank in range(3):
+        dm.trainer = fake_trainer(rank=rank, world=3, epoch=0)
+        loader = dm.train_dataloader()
+        batches = list(loader)
+        assert len(batches) == len(loader) == 7  # the 8th, 2-sample batch is dropped on every rank
+        sizes += [len(b[1]) for b in batches]
+    assert min(sizes) >= 1 and sum(sizes) == 28
 
 
 def test_setup_casts_to_the_trainer_precision():

@@ -27,7 +27,8 @@ class TensorLoader:
     built once), the same objects every epoch. ``batch_size=B``: each epoch draws a permutation of the
     P samples from a generator seeded by (``seed``, epoch), cuts it into ⌈P/B⌉ consecutive batches of
     B (the last may be smaller; B is the global batch over all ranks) and yields this rank's part
-    b[r::W] of each, as fresh tensors (x[idx], y[idx]). Every rank sees the same number of batches.
+    b[r::W] of each, as fresh tensors (x[idx], y[idx]). Every rank sees the same number of batches; a
+    last batch with fewer than W samples, which would leave a rank empty, is dropped.
     The epoch is read from ``epoch_fn`` when given (the trainer's current epoch, so a resumed run
     draws the same batches), else counted by this loader.
     """
@@ -53,7 +54,8 @@ class TensorLoader:
     def __len__(self) -> int:
         if self.batch_size is None:
             return 1
-        return math.ceil(len(self.x) / self.batch_size)
+        n, last = math.ceil(len(self.x) / self.batch_size), len(self.x) % self.batch_size
+        return n - 1 if 0 < last < self.world else n  # see __iter__: a last batch too small to shard is dropped
 
     def permutation(self, epoch: int) -> Tensor:
         """The permutation of the P samples used in epoch ``epoch``; (P,) int64, same on every rank."""
@@ -67,6 +69,8 @@ class TensorLoader:
         self._epoch = epoch + 1
         perm = self.permutation(epoch)
         for batch in perm.split(self.batch_size):
+            if len(batch) < self.world:  # some rank would get no sample (a NaN mean): drop that last batch
+                continue
             idx = batch[self.rank :: self.world]
             yield self.x[idx], self.y[idx]
 
