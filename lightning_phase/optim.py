@@ -224,18 +224,14 @@ class GradientFlow(torch.optim.Optimizer):
     @staticmethod
     def _distances(g: Tensor, g_new: Tensor, F: Tensor | None, F_new: Tensor | None) -> tuple[float, float]:
         """d_grad = ‖g'−g‖²/(‖g‖‖g'‖) (0 if a norm is 0), d_out = max|F'−F| (0 without outputs); nan → inf."""
-        norms = torch.stack([torch.linalg.vector_norm(g), torch.linalg.vector_norm(g_new),
-                             torch.linalg.vector_norm(g_new - g)]).tolist()  # one device sync
-        n, n_new, diff = norms
-        d_grad = 0.0 if n == 0.0 or n_new == 0.0 else diff * diff / (n * n_new)
-        if F is None or F_new is None:
-            return (d_grad if math.isfinite(d_grad) else math.inf), 0.0
-        d_out_t = (F_new - F).abs().max()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        d_out_t = g.new_zeros(()) if F is None or F_new is None else (F_new - F).abs().max().to(g.dtype)
+        if F is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
             # DDP: each rank holds its shard of F, so every rank must take the same decision on the global
             # max (the gradients are already all-reduced by the backward pass).
             torch.distributed.all_reduce(d_out_t, op=torch.distributed.ReduceOp.MAX)
-        d_out = float(d_out_t)
+        n, n_new, diff, d_out = torch.stack([torch.linalg.vector_norm(g), torch.linalg.vector_norm(g_new),
+                                             torch.linalg.vector_norm(g_new - g), d_out_t]).tolist()  # one sync
+        d_grad = 0.0 if n == 0.0 or n_new == 0.0 else diff * diff / (n * n_new)
         d_grad = d_grad if math.isfinite(d_grad) else math.inf
         d_out = d_out if math.isfinite(d_out) else math.inf
         return d_grad, d_out
