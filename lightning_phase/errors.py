@@ -20,6 +20,13 @@ def check_choice(field: str, value: object, choices) -> None:
         raise ConfigError(field, value, "one of " + ", ".join(repr(c) for c in choices))
 
 
+def check_bool(field: str, value: object) -> bool:
+    """Raise ConfigError unless ``value`` is true or false (not 0/1, not a string)."""
+    if not isinstance(value, bool):
+        raise ConfigError(field, value, "true or false")
+    return value
+
+
 def check_positive_int(field: str, value: object, minimum: int = 1) -> int:
     """Raise ConfigError unless ``value`` is an integer >= ``minimum`` (bools are not integers)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

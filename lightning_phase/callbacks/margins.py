@@ -13,7 +13,7 @@ from lightning_phase.callbacks.schedule import (
     log_metrics,
     tensorboard,
 )
-from lightning_phase.errors import ConfigError, check_positive_int
+from lightning_phase.errors import check_bool, check_positive_int
 from lightning_phase.observables import margins, n_delta, tail_exponents
 
 
@@ -32,9 +32,8 @@ class Margins(ScheduledCallback):
     def __init__(self, schedule: LogSpacedSchedule | None = None, histogram: bool = True, tails: bool = True,
                  k_min: int = 50, n_boot: int = 200, seed: int = 0):
         super().__init__(schedule)
-        for field, value in (("Margins.histogram", histogram), ("Margins.tails", tails)):
-            if not isinstance(value, bool):
-                raise ConfigError(field, value, "true or false")
+        check_bool("Margins.histogram", histogram)
+        check_bool("Margins.tails", tails)
         check_positive_int("Margins.k_min", k_min, minimum=2)
         check_positive_int("Margins.n_boot", n_boot, minimum=0)
         check_positive_int("Margins.seed", seed, minimum=0)

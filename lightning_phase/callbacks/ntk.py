@@ -7,8 +7,9 @@ from typing import Any
 import torch
 
 from lightning_phase.callbacks.schedule import LogSpacedSchedule, ScheduledCallback, full_set
-from lightning_phase.errors import ConfigError, check_positive_int
+from lightning_phase.errors import ConfigError, check_choice, check_positive_int
 from lightning_phase.observables import kernel_change, kernel_stats, ntk
+from lightning_phase.observables.ntk import NTK_METHODS
 
 
 class NTKChange(ScheduledCallback):
@@ -23,8 +24,7 @@ class NTKChange(ScheduledCallback):
     def __init__(self, n_points: int = 100, schedule: LogSpacedSchedule | None = None, method: str = "auto"):
         super().__init__(schedule)
         self.n_points = check_positive_int("NTKChange.n_points", n_points, minimum=2)
-        if method not in ("auto", "layerwise", "modules", "jacobian"):
-            raise ConfigError("NTKChange.method", method, "one of 'auto', 'layerwise', 'modules', 'jacobian'")
+        check_choice("NTKChange.method", method, NTK_METHODS)
         self.method = method
         self.theta_0: torch.Tensor | None = None
         self.stats_0: dict[str, float] = {}

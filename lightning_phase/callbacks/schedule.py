@@ -9,7 +9,7 @@ from typing import Any
 import pytorch_lightning as pl
 from pytorch_lightning.loggers import TensorBoardLogger
 
-from lightning_phase.errors import ConfigError
+from lightning_phase.errors import ConfigError, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -24,9 +24,7 @@ class LogSpacedSchedule:
     points_per_decade: int = 10
 
     def __post_init__(self):
-        if isinstance(self.points_per_decade, bool) or not isinstance(self.points_per_decade, int) \
-                or self.points_per_decade < 1:
-            raise ConfigError("schedule.points_per_decade", self.points_per_decade, "an integer >= 1")
+        check_positive_int("schedule.points_per_decade", self.points_per_decade)
 
     def __call__(self, step: int) -> bool:
         if step <= 1:

@@ -14,7 +14,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from lightning_phase.errors import ConfigError, check_positive_float, check_positive_int
+from lightning_phase.errors import check_bool, check_positive_float, check_positive_int
 
 
 class StopReason(str, enum.Enum):
@@ -61,9 +61,7 @@ class StopRules(pl.Callback):
         wall_cap_seconds: float | None = None,
         check_every: int = 1,
     ):
-        if not isinstance(when_fitted, bool):
-            raise ConfigError("stop.when_fitted", when_fitted, "true or false")
-        self.when_fitted = when_fitted
+        self.when_fitted = check_bool("stop.when_fitted", when_fitted)
         self.stall_window = None if stall_window is None else check_positive_int("stop.stall_window", stall_window)
         self.stall_rtol = check_positive_float("stop.stall_rtol", stall_rtol, allow_zero=True)
         self.max_time = None if max_time is None else check_positive_float("stop.max_time", max_time)

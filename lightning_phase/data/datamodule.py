@@ -12,17 +12,11 @@ from lightning_phase.data import sources
 from lightning_phase.data.loader import TensorLoader
 from lightning_phase.data.preprocess import preprocess_pool
 from lightning_phase.data.sources import DATASETS, SYNTHETIC, VISION
-from lightning_phase.errors import ConfigError, check_choice, check_positive_int
+from lightning_phase.errors import ConfigError, check_bool, check_choice, check_positive_int
 
 RAW_DIMS = {"digits": 64, "mnist1d": 40, "mnist": 784, "fashion": 784, "kmnist": 784,
             "emnist_letters": 784, "cifar10": 3072}  # fmt: skip
 _TENSORS = ("x_train", "y_train", "x_test", "y_test", "x_kernel", "y_kernel")
-
-
-def _check_bool(field: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(field, value, "true or false")
-    return value
 
 
 def precision_dtype(precision: object) -> torch.dtype:
@@ -76,8 +70,8 @@ class PhaseDataModule(pl.LightningDataModule):
         self.data_seed = check_positive_int("data.data_seed", data_seed, minimum=0)
         self.batch_seed = check_positive_int("data.batch_seed", batch_seed, minimum=0)
         self.batch_size = None if batch_size is None else check_positive_int("data.batch_size", batch_size)
-        self.whiten = _check_bool("data.whiten", whiten)
-        self.download = _check_bool("data.download", download)
+        self.whiten = check_bool("data.whiten", whiten)
+        self.download = check_bool("data.download", download)
         self.dim = check_positive_int("data.dim", dim)
         self.teacher_width = check_positive_int("data.teacher_width", teacher_width)
         self.teacher_depth = check_positive_int("data.teacher_depth", teacher_depth)

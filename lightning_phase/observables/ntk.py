@@ -31,7 +31,7 @@ the original authors' code); tests and ``benchmarks/ntk.py`` compare both paths 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +41,7 @@ from lightning_phase.nets.fc import FullyConnected
 from lightning_phase.observables._ntk_modules import Unsupported, all_linear, gram_blocks, ntk_modules
 
 Method = Literal["auto", "layerwise", "modules", "jacobian"]
+NTK_METHODS: tuple[str, ...] = get_args(Method)
 
 
 def ntk(net: nn.Module, x: Tensor, x2: Tensor | None = None, method: Method = "auto",
@@ -72,7 +73,7 @@ def ntk(net: nn.Module, x: Tensor, x2: Tensor | None = None, method: Method = "a
         return ntk_modules(net, x, x2, chunk)
     if method == "jacobian":
         return _ntk_jacobian(net, x, x2, chunk)
-    raise ValueError(f"method: got {method!r}; expected one of 'auto', 'layerwise', 'modules', 'jacobian'")
+    raise ValueError(f"method: got {method!r}; expected one of {', '.join(map(repr, NTK_METHODS))}")
 
 
 # ---- layer-wise exact path for FullyConnected -------------------------------------------------------
