@@ -8,6 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 
+from lightning_phase.callbacks.schedule import full_set
 from lightning_phase.summary import SCHEMA_VERSION, SUMMARY_FILE, config_hash, package_versions, write_json_atomic
 
 
@@ -69,11 +70,11 @@ class RunSummary(pl.Callback):
             "versions": package_versions(),
         }
         if dm is not None and hasattr(pl_module, "evaluate") and hasattr(dm, "x_train"):
-            device = pl_module.device
-            for split, x, y in (("train", dm.x_train, dm.y_train), ("test", dm.x_test, dm.y_test)):
+            for split in ("train", "test"):
+                x, y = full_set(trainer, pl_module, f"x_{split}"), full_set(trainer, pl_module, f"y_{split}")
                 if len(y) == 0:
                     continue
-                ev = pl_module.evaluate(x.to(device), y.to(device))
+                ev = pl_module.evaluate(x, y)
                 rec[f"{split}_loss"], rec[f"{split}_error"] = ev["loss"], ev["error"]
                 if split == "train":
                     rec["n_delta"] = ev["n_delta"]
