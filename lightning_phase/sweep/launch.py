@@ -18,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 from lightning_phase.errors import ConfigError
 from lightning_phase.sweep.runner import Outcome, Runner
 from lightning_phase.sweep.spec import SweepSpec
-from lightning_phase.sweep.worker import RETRIED, StudyHandle, WorkerOptions, sampler_for, worker_main
+from lightning_phase.sweep.worker import RETRIED, StudyHandle, WorkerOptions, is_final_failure, sampler_for, worker_main
 
 SPEC_ATTR = "lp_spec"
 
@@ -134,6 +134,6 @@ def final_counts(h: StudyHandle) -> tuple[int, Counter]:
     for t in h.trials():
         if t.state == TrialState.COMPLETE:
             complete += 1
-        elif t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") not in RETRIED + (Outcome.SURPLUS.value,):
+        elif is_final_failure(t):
             reasons[t.user_attrs.get("fail_reason", "UNKNOWN")] += 1
     return complete, reasons

@@ -23,9 +23,8 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from lightning_phase.sweep.runner import Outcome
 from lightning_phase.sweep.spec import SweepSpec, ThresholdSpec
-from lightning_phase.sweep.worker import RETRIED, StudyHandle
+from lightning_phase.sweep.worker import RETRIED, StudyHandle, is_final_failure
 
 THRESHOLD_ATTR = "lp_threshold"
 
@@ -173,6 +172,6 @@ def status_counts(h: StudyHandle):
             c["done"] += 1
         elif t.state in (TrialState.RUNNING, TrialState.WAITING):
             c["running"] += 1
-        elif t.user_attrs.get("fail_reason") not in RETRIED + (Outcome.SURPLUS.value,):
+        elif is_final_failure(t):
             c["failed"] += 1
     return c

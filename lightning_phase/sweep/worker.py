@@ -41,6 +41,11 @@ TRIAL_CONFIG = "trial.yaml"
 RETRIED = (Outcome.STALE.value, Outcome.INTERRUPTED.value)
 
 
+def is_final_failure(t: FrozenTrial) -> bool:
+    """A FAIL that stands: not one whose grid point is retried (STALE, INTERRUPTED), nor a SURPLUS trial."""
+    return t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") not in RETRIED + (Outcome.SURPLUS.value,)
+
+
 @dataclass
 class WorkerOptions:
     """How a worker runs trials: where runs go, how often it proves it is alive, when others are dead."""
