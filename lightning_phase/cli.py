@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningCLI
 
 from lightning_phase.callbacks import RunSummary, StepProgressBar, StopRules
+from lightning_phase.callbacks.summary import run_dir
 from lightning_phase.data import PhaseDataModule
 from lightning_phase.errors import ConfigError
 from lightning_phase.module import PhaseModule
@@ -88,7 +89,8 @@ class PhaseCLI(LightningCLI):
         for callback in self.trainer.callbacks:
             if callable(getattr(callback, "check_data", None)):
                 callback.check_data(self.datamodule)
-        self.log_dir_existed = self.trainer.log_dir is not None and Path(self.trainer.log_dir).exists()
+        log_dir = run_dir(self.trainer)
+        self.log_dir_existed = log_dir is not None and Path(log_dir).exists()
 
     before_fit = before_validate = before_test = _check_before_run
 
@@ -98,8 +100,9 @@ class PhaseCLI(LightningCLI):
             super()._run_subcommand(subcommand)
         except ConfigError:
             # A run refused for bad input leaves nothing behind (only a directory this run created goes).
-            if not self.log_dir_existed and self.trainer.log_dir is not None:
-                shutil.rmtree(self.trainer.log_dir, ignore_errors=True)
+            log_dir = run_dir(self.trainer)
+            if not self.log_dir_existed and log_dir is not None:
+                shutil.rmtree(log_dir, ignore_errors=True)
             raise
 
     def after_fit(self) -> None:

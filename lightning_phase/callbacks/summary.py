@@ -12,6 +12,12 @@ from lightning_phase.callbacks.schedule import full_set
 from lightning_phase.summary import SCHEMA_VERSION, SUMMARY_FILE, config_hash, package_versions, write_json_atomic
 
 
+def run_dir(trainer: pl.Trainer) -> str | None:
+    """The run's directory: the logger's own log_dir. Not ``trainer.log_dir``, which under DDP is a broadcast
+    that every rank must join — and only rank 0 writes (or is still alive, after an exception)."""
+    return getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
+
+
 class RunSummary(pl.Callback):
     """Collects the run's record and writes ``<log_dir>/summary.json`` once, atomically, on rank 0.
 
@@ -40,9 +46,7 @@ class RunSummary(pl.Callback):
 
     def _write(self, trainer: pl.Trainer, pl_module: pl.LightningModule, status: str,
                extra: dict[str, Any] | None = None) -> None:
-        # The logger's own log_dir, not trainer.log_dir: under DDP the latter is a broadcast that every rank
-        # would have to join, and only rank 0 writes (or is alive, in on_exception).
-        log_dir = getattr(trainer.logger, "log_dir", None) if trainer.logger is not None else None
+        log_dir = run_dir(trainer)
         if not trainer.is_global_zero or log_dir is None:
             return
         net = getattr(pl_module, "net", None)
