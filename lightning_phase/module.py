@@ -119,8 +119,12 @@ class PhaseModule(pl.LightningModule):
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, float]:
-        """Loss (α²L), N_Δ and error of the current net on (x, y), as Python numbers."""
-        s = self.stats(self(x), y)
+        """Loss (α²L), N_Δ and error of the current net on (x, y), as Python numbers; all NaN (N_Δ None)
+        when an output is NaN or infinite — a comparison with NaN would otherwise count as a met margin."""
+        F_out = self(x)
+        if not bool(torch.isfinite(F_out).all()):
+            return {"loss": float("nan"), "n_delta": None, "error": float("nan")}
+        s = self.stats(F_out, y)
         return {"loss": float(s["loss"]), "n_delta": int(s["n_delta"]), "error": float(s["error"])}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:

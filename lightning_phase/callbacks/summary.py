@@ -95,7 +95,7 @@ class RunSummary(pl.Callback):
                 rec[f"{split}_loss"], rec[f"{split}_error"] = ev["loss"], ev["error"]
                 if split == "train":
                     rec["n_delta"] = ev["n_delta"]
-                    rec["n_delta_over_p"] = ev["n_delta"] / max(len(y), 1)
+                    rec["n_delta_over_p"] = None if ev["n_delta"] is None else ev["n_delta"] / max(len(y), 1)
         for cb in trainer.callbacks:
             if cb is not self and callable(getattr(cb, "summary", None)):
                 rec.update(cb.summary())
