@@ -70,6 +70,7 @@ class PhaseCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.input_dim", "model.init_args.net.init_args.input_dim", apply_on="instantiate")
+        parser.link_arguments("data.out_dim", "model.init_args.net.init_args.out_dim", apply_on="instantiate")
         parser.add_lightning_class_args(StopRules, "stop")
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> Any:
@@ -85,7 +86,7 @@ class PhaseCLI(LightningCLI):
 
     def _check_before_run(self) -> None:
         # A net of the wrong shape, or data a callback cannot use, must fail before any run directory exists.
-        self.model.check_net(self.datamodule.x_train[:4])
+        self.model.check_net(self.datamodule.x_train[:4], self.datamodule.y_train)
         for callback in self.trainer.callbacks:
             if callable(getattr(callback, "check_data", None)):
                 callback.check_data(self.datamodule)

@@ -12,8 +12,8 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from lightning_phase.errors import ConfigError, check_positive_float
-from lightning_phase.losses import get_loss, margins, n_delta
+from lightning_phase.errors import ConfigError, check_bool, check_positive_float
+from lightning_phase.losses import get_loss, margin_variable, n_delta, sample_loss
 
 
 def _sgd(params) -> torch.optim.Optimizer:
@@ -26,7 +26,10 @@ class PhaseModule(pl.LightningModule):
 
     Give exactly one of ``alpha`` (the article's α) and ``alpha_tilde`` (α̃ = √h·α, h = ``net.width``).
     f₀ is a frozen copy of the initial net, so F ≡ 0 at start and α²L(w₀) = ℓ(0).
-    ``loss``: soft_hinge (softplus_β(1−z), β = ``loss_beta``), hinge, quadratic_hinge.
+    ``loss``: soft_hinge (softplus_β(1−z), β = ``loss_beta``), hinge, quadratic_hinge, cross_entropy.
+    Outputs: (P,) for ±1 labels, (P, K) for K classes (integer labels; z = F_y − max_{k≠y} F_k, see
+    ``losses``). ``center``: subtract f₀ (default); false trains F = α·f (nets with dropout or BatchNorm,
+    as in [SB]). f₀ is evaluated with the initial net in eval mode, so it is deterministic.
     Logs each step ``train/loss`` (= α²L), ``train/n_delta`` (#{Δ > 0}), ``train/error`` (fraction
     with yF ≤ 0); on validation ``test/loss`` and ``test/error``.
     """
@@ -39,6 +42,7 @@ class PhaseModule(pl.LightningModule):
         loss: str = "soft_hinge",
         loss_beta: float = 20.0,
         optimizer: OptimizerCallable = _sgd,
+        center: bool = True,
     ):
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -47,6 +51,7 @@ class PhaseModule(pl.LightningModule):
         self.alpha, self.alpha_tilde = self._resolve_alpha(net, alpha, alpha_tilde)
         self.loss_name, self.loss_beta = loss, loss_beta
         self.loss_fn = get_loss(loss, loss_beta)
+        self.center = check_bool("model.center", center)
         self.optimizer_factory = optimizer
         self.net0 = copy.deepcopy(net).requires_grad_(False)  # frozen f(w₀, ·)
         self._f0_cache: tuple[Tensor, Tensor] | None = None
@@ -79,41 +84,61 @@ class PhaseModule(pl.LightningModule):
         """f(w₀, x), cached for the last batch object (the full batch is the same tensor every step)."""
         if self._f0_cache is not None and self._f0_cache[0] is x:
             return self._f0_cache[1]
+        training = self.net0.training
         with torch.no_grad():
-            out = self._scalar_output(self.net0(x), x)
+            out = self._scalar_output(self.net0.eval()(x), x)
+        self.net0.train(training)
         self._f0_cache = (x, out)
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        """F(w, x) = α·(f(w, x) − f(w₀, x)); x (P, ...) → (P,)."""
+        """F(w, x) = α·(f(w, x) − f(w₀, x)) (α·f(w, x) without ``center``); x (P, ...) → (P,) or (P, K)."""
+        if not self.center:
+            return self.alpha * self._scalar_output(self.net(x), x)
         return self.alpha * (self._scalar_output(self.net(x), x) - self.f0(x))
 
     @staticmethod
     def _scalar_output(out: Tensor, x: Tensor) -> Tensor:
+        """(P,) or (P, 1) → (P,); (P, K) with K ≥ 2 outputs is kept."""
         if out.dim() == 2 and out.shape[1] == 1:
             out = out.squeeze(1)
-        if out.shape != x.shape[:1]:
+        if out.shape[:1] != x.shape[:1] or out.dim() > 2:
             raise ConfigError("model.net", f"output shape {tuple(out.shape)}",
-                              f"shape ({x.shape[0]},): one scalar per sample")
+                              f"shape ({x.shape[0]},) or ({x.shape[0]}, K): one output per sample and class")
         return out
 
-    def check_net(self, x: Tensor) -> None:
-        """Raise ConfigError if the net does not map x (P, ...) to (P,) finite values; used before a run starts."""
+    def check_net(self, x: Tensor, y: Tensor | None = None) -> None:
+        """Raise ConfigError if the net does not map x (P, ...) to (P,) finite values — (P, K) with K > max y
+        for integer class labels y; used before a run starts."""
         param = next(self.net.parameters(), None)
         if param is not None and x.is_floating_point():
             x = x.to(param.dtype)  # before the trainer has applied its precision
+        training = self.net.training
         with torch.no_grad():
-            out = self._scalar_output(self.net(x), x)
+            out = self._scalar_output(self.net.eval()(x), x)
+        self.net.train(training)
         if not torch.isfinite(out).all():
             raise ConfigError("model.net", "non-finite output at initialisation", "finite outputs")
+        if y is not None:
+            multi = not y.is_floating_point()
+            if multi and (out.dim() != 2 or out.shape[1] <= int(y.max())):
+                raise ConfigError("model.net.out_dim", 1 if out.dim() == 1 else out.shape[1],
+                                  "the number of classes K of data.labels: class (filled from the data)")
+            if not multi and out.dim() != 1:
+                raise ConfigError("model.net.out_dim", out.shape[1], "1 for ±1 labels (data.labels: parity)")
 
     # ---- loss and statistics -------------------------------------------------------------------
+    def margin_and_loss(self, F_out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(z, ℓ) per sample, both (P,): z = yF (±1 labels) or F_y − max_{k≠y} F_k (class labels), Δ = 1 − z."""
+        z = margin_variable(F_out, y)
+        return z, sample_loss(self.loss_name, self.loss_fn, F_out, y, z)
+
     def stats(self, F_out: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """loss = α²L = mean ℓ(yF) (differentiable), n_delta = #{Δ > 0}, error = mean[yF ≤ 0]."""
-        z = y * F_out
+        """loss = α²L = mean ℓ (differentiable), n_delta = #{Δ > 0}, error = mean[z ≤ 0]."""
+        z, loss = self.margin_and_loss(F_out, y)
         return {
-            "loss": self.loss_fn(z).mean(),
-            "n_delta": n_delta(margins(F_out, y)),
+            "loss": loss.mean(),
+            "n_delta": n_delta(1 - z),
             "error": (z <= 0).to(F_out.dtype).mean(),
         }
 
@@ -147,8 +172,8 @@ class PhaseModule(pl.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        z = y * self(x)
-        self.test_loss.update(self.loss_fn(z))  # torchmetrics: exact mean over batches and ranks
+        z, loss = self.margin_and_loss(self(x), y)
+        self.test_loss.update(loss)  # torchmetrics: exact mean over batches and ranks
         self.test_error.update((z <= 0).to(z.dtype))
         self.log_dict({"test/loss": self.test_loss, "test/error": self.test_error}, on_epoch=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
@@ -17,6 +18,7 @@ from lightning_phase.errors import ConfigError, check_bool, check_choice, check_
 RAW_DIMS = {"digits": 64, "mnist1d": 40, "mnist": 784, "fashion": 784, "kmnist": 784,
             "emnist_letters": 784, "cifar10": 3072}  # fmt: skip
 _TENSORS = ("x_train", "y_train", "x_test", "y_test", "x_kernel", "y_kernel")
+LABELS = ("parity", "class")
 
 
 def precision_dtype(precision: object) -> torch.dtype:
@@ -25,7 +27,10 @@ def precision_dtype(precision: object) -> torch.dtype:
 
 
 class PhaseDataModule(pl.LightningDataModule):
-    """Binary-labelled data sets as tensors: train (P), test (P_te) and kernel (P_k) sets, disjoint.
+    """Labelled data sets as tensors: train (P), test (P_te) and kernel (P_k) sets, disjoint.
+
+    ``labels``: ``parity`` (binary, below) or ``class`` (real sets only: y = class index 0…K−1, int64,
+    K = ``n_classes``; the net then needs ``out_dim`` = K outputs, filled from ``out_dim`` here).
 
     Real sets (``digits``, ``mnist1d``, and torchvision's ``mnist``, ``fashion``, ``kmnist``,
     ``emnist_letters``, ``cifar10`` read from ``root``): train+test pools merged, y = +1 for an even
@@ -41,7 +46,8 @@ class PhaseDataModule(pl.LightningDataModule):
     ``batch_size``: None = full batch; B = global mini-batch, reshuffled each epoch from ``batch_seed``.
     Attributes: x_* (P, D) float64 and y_* (P,) float64 in {−1, +1}, CPU; ``input_dim`` D;
     ``input_shape`` (C, H, W) for images without PCA, else (D,); ``in_channels``; ``pool_size``.
-    ``setup`` casts them to the trainer's precision (float64 for "64…", else float32).
+    ``setup`` casts x (and ±1 labels) to the trainer's precision (float64 for "64…", else float32); class
+    labels stay int64. ``out_dim``: 1 for parity labels, K for class labels.
     """
 
     def __init__(
@@ -60,10 +66,15 @@ class PhaseDataModule(pl.LightningDataModule):
         dim: int = 10,
         teacher_width: int = 32,
         teacher_depth: int = 2,
+        labels: str = "parity",
     ):
         super().__init__()
         check_choice("data.dataset", dataset, DATASETS)
         self.dataset = dataset
+        check_choice("data.labels", labels, LABELS)
+        if labels == "class" and dataset in SYNTHETIC:
+            raise ConfigError("data.labels", labels, f"'parity' for the synthetic data set {dataset!r}")
+        self.labels = labels
         self.n_train = check_positive_int("data.n_train", n_train)
         self.n_test = check_positive_int("data.n_test", n_test)
         self.n_kernel = check_positive_int("data.n_kernel", n_kernel, minimum=0)
@@ -120,7 +131,9 @@ class PhaseDataModule(pl.LightningDataModule):
             )  # fmt: skip
         gen = sources.generator(self.data_seed, 0)
         sizes = (self.n_test, self.n_kernel, self.n_train)
-        parts = preprocess_pool(x, classes, *sizes, gen, self.pca_dim, self.whiten)
+        parts = preprocess_pool(x, classes, *sizes, gen, self.pca_dim, self.whiten, self.labels)
+        self.n_classes = int(len(np.unique(np.asarray(classes))))
+        self.out_dim = self.n_classes if self.labels == "class" else 1
         self.x_test, self.y_test = parts["test"]
         self.x_kernel, self.y_kernel = parts["kernel"]
         self.x_train, self.y_train = parts["train"]
@@ -139,6 +152,7 @@ class PhaseDataModule(pl.LightningDataModule):
                  for k, n in enumerate(sizes)]  # fmt: skip
         (self.x_test, self.y_test), (self.x_kernel, self.y_kernel), (self.x_train, self.y_train) = parts
         self.pool_size = self.n_total  # generated at exactly the needed size
+        self.n_classes, self.out_dim = 2, 1
         self.input_dim, self.input_shape, self.in_channels = self.dim, (self.dim,), 1
 
     # ------------------------------------------------------------------------------------ Lightning API
@@ -160,7 +174,9 @@ class PhaseDataModule(pl.LightningDataModule):
         if self.x_train.dtype == dtype:
             return
         for name in _TENSORS:
-            setattr(self, name, getattr(self, name).to(dtype))
+            t = getattr(self, name)
+            if t.is_floating_point():  # class labels stay int64
+                setattr(self, name, t.to(dtype))
         self._loaders.clear()
         self._device_cache.clear()
 
