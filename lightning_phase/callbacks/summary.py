@@ -6,10 +6,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 
 from lightning_phase.callbacks.schedule import full_set
-from lightning_phase.summary import SCHEMA_VERSION, SUMMARY_FILE, config_hash, package_versions, write_json_atomic
+from lightning_phase.summary import (
+    OUTPUTS_FILE,
+    SCHEMA_VERSION,
+    SUMMARY_FILE,
+    config_hash,
+    package_versions,
+    write_json_atomic,
+    write_npz_atomic,
+)
 
 
 def run_dir(trainer: pl.Trainer) -> str | None:
@@ -25,6 +35,9 @@ class RunSummary(pl.Callback):
     seed, data_seed, n_train, train_loss (α²L), n_delta, train_error, test_loss, test_error (measured
     on the full sets at the end), steps, flow_time, stop_reason, status, wall_seconds, versions — plus
     ``cb.summary()`` of every other callback that defines it (measurement callbacks, stop rules).
+
+    Beside it, unless the run crashed, ``outputs.npz`` (:func:`final_outputs`): the final outputs F on the
+    train, test and (when it is not empty) kernel sets with their labels, float64.
     """
 
     def __init__(self, config: dict[str, Any] | None = None, seed: int | None = None):
@@ -94,6 +107,11 @@ class RunSummary(pl.Callback):
         self._log_hparams(trainer, rec)
         self.path = Path(log_dir) / SUMMARY_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if status != "crashed" and dm is not None and hasattr(dm, "x_train"):
+            try:
+                write_npz_atomic(self.path.with_name(OUTPUTS_FILE), final_outputs(trainer, pl_module))
+            except Exception as exc:  # the summary must be written even if the outputs cannot be
+                rec["outputs_error"] = f"{type(exc).__name__}: {exc}"
         write_json_atomic(self.path, rec)
         self.record = rec
 
@@ -113,3 +131,21 @@ class RunSummary(pl.Callback):
             logger.save()
         except Exception as exc:  # a logger that cannot take hparams must not lose the summary
             rec["hparams_error"] = f"{type(exc).__name__}: {exc}"
+
+
+@torch.no_grad()
+def final_outputs(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, np.ndarray]:
+    """The module's outputs F = α(f(w, x) − f(w₀, x)) on the data module's full sets, as float64 numpy:
+    ``train_F``, ``train_y``, ``test_F``, ``test_y`` and, when the kernel set is not empty, ``kernel_F``,
+    ``kernel_y``. F has the module's output shape: (P,) for one net, a leading members axis (M, P) where
+    the module trains several; y is (P,). Rank 0 only (called from RunSummary)."""
+    out: dict[str, np.ndarray] = {}
+    for split in ("train", "test", "kernel"):
+        if getattr(trainer.datamodule, f"x_{split}", None) is None:
+            continue
+        x, y = full_set(trainer, pl_module, f"x_{split}"), full_set(trainer, pl_module, f"y_{split}")
+        if len(y) == 0 and split == "kernel":
+            continue
+        out[f"{split}_F"] = pl_module(x).detach().to("cpu", torch.float64).numpy()
+        out[f"{split}_y"] = y.detach().to("cpu", torch.float64).numpy()
+    return out
