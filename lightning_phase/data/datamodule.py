@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from lightning_phase.data import sources
-from lightning_phase.data.loader import TensorLoader
+from lightning_phase.data.loader import NoisyLoader, TensorLoader
 from lightning_phase.data.preprocess import preprocess_pool
 from lightning_phase.data.sources import DATASETS, SYNTHETIC, VISION
 from lightning_phase.errors import ConfigError, check_bool, check_choice, check_positive_int
@@ -44,6 +44,9 @@ class PhaseDataModule(pl.LightningDataModule):
     no PCA (``pca_dim`` must stay null).
 
     ``batch_size``: None = full batch; B = global mini-batch, reshuffled each epoch from ``batch_seed``.
+    ``label_noise`` q_y, ``input_noise`` q_x ([SB]): every training batch gets a fraction q_y of its labels
+    redrawn uniformly and Gaussian input noise of std q_x·std(x_train), fresh at every step (``NoisyLoader``);
+    the test and kernel sets stay clean.
     Attributes: x_* (P, D) float64 and y_* (P,) float64 in {−1, +1}, CPU; ``input_dim`` D;
     ``input_shape`` (C, H, W) for images without PCA, else (D,); ``in_channels``; ``pool_size``.
     ``setup`` casts x (and ±1 labels) to the trainer's precision (float64 for "64…", else float32); class
@@ -67,6 +70,8 @@ class PhaseDataModule(pl.LightningDataModule):
         teacher_width: int = 32,
         teacher_depth: int = 2,
         labels: str = "parity",
+        label_noise: float = 0.0,
+        input_noise: float = 0.0,
     ):
         super().__init__()
         check_choice("data.dataset", dataset, DATASETS)
@@ -75,6 +80,10 @@ class PhaseDataModule(pl.LightningDataModule):
         if labels == "class" and dataset in SYNTHETIC:
             raise ConfigError("data.labels", labels, f"'parity' for the synthetic data set {dataset!r}")
         self.labels = labels
+        for key, q in (("data.label_noise", label_noise), ("data.input_noise", input_noise)):
+            if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 1:
+                raise ConfigError(key, q, "a fraction in [0, 1]")
+        self.label_noise, self.input_noise = float(label_noise), float(input_noise)
         self.n_train = check_positive_int("data.n_train", n_train)
         self.n_test = check_positive_int("data.n_test", n_test)
         self.n_kernel = check_positive_int("data.n_kernel", n_kernel, minimum=0)
@@ -189,8 +198,14 @@ class PhaseDataModule(pl.LightningDataModule):
             self._loaders[key] = TensorLoader(x, y, batch_size, self.batch_seed, rank, world, epoch_fn)
         return self._loaders[key]
 
-    def train_dataloader(self) -> TensorLoader:
-        return self._loader("train", self.batch_size)
+    def train_dataloader(self) -> TensorLoader | NoisyLoader:
+        loader = self._loader("train", self.batch_size)
+        if not (self.label_noise or self.input_noise):
+            return loader
+        rank, _ = self._rank_world()
+        epoch_fn = self._epoch if self.trainer is not None else None
+        return NoisyLoader(loader, self.input_noise, self.label_noise, float(self.x_train.std()), self.n_classes,
+                           self.batch_seed, rank, epoch_fn)
 
     def val_dataloader(self) -> TensorLoader:
         return self._loader("test", None)
