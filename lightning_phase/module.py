@@ -12,8 +12,9 @@ from pytorch_lightning.cli import OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from lightning_phase.errors import ConfigError, check_bool, check_positive_float
+from lightning_phase.errors import ConfigError, check_bool, check_positive_float, check_positive_int
 from lightning_phase.losses import get_loss, margin_variable, n_delta, sample_loss
+from lightning_phase.nets.members import Members
 
 
 def _sgd(params) -> torch.optim.Optimizer:
@@ -27,11 +28,18 @@ class PhaseModule(pl.LightningModule):
     Give exactly one of ``alpha`` (the article's α) and ``alpha_tilde`` (α̃ = √h·α, h = ``net.width``).
     f₀ is a frozen copy of the initial net, so F ≡ 0 at start and α²L(w₀) = ℓ(0).
     ``loss``: soft_hinge (softplus_β(1−z), β = ``loss_beta``), hinge, quadratic_hinge, cross_entropy.
-    Outputs: (P,) for ±1 labels, (P, K) for K classes (integer labels; z = F_y − max_{k≠y} F_k, see
-    ``losses``). ``center``: subtract f₀ (default); false trains F = α·f (nets with dropout or BatchNorm,
-    as in [SB]). f₀ is evaluated with the initial net in eval mode, so it is deterministic.
+    Outputs: (P,) for ±1 labels, (P, C) for C classes (integer labels; z = F_y − max_{c≠y} F_c, see
+    ``losses``); members add a leading axis. ``center``: subtract f₀ (default); false trains F = α·f (nets
+    with dropout or BatchNorm, as in [SB]). f₀ is evaluated with the initial net in eval mode (deterministic).
     Logs each step ``train/loss`` (= α²L), ``train/n_delta`` (#{Δ > 0}), ``train/error`` (fraction
     with yF ≤ 0); on validation ``test/loss`` and ``test/error``.
+
+    ``members`` K > 1 trains K copies of the architecture that differ in their init seed (member k = the
+    single run with init seed + k, see :mod:`lightning_phase.nets.members`) as one batched computation:
+    outputs, per-member losses, N_Δ and errors gain a leading axis K, the loss minimised is Σ_k L_k (so each
+    member gets its own gradient), each member has its own flow time (``member_flow_time``) and stops on
+    its own (``freeze_member``, called by the stop rules): a stopped member's weights no longer change.
+    Logs ``train/*`` averaged over the members and ``member_<k>/train/*`` per member (K ≤ 16).
     """
 
     def __init__(
@@ -42,11 +50,15 @@ class PhaseModule(pl.LightningModule):
         loss: str = "soft_hinge",
         loss_beta: float = 20.0,
         optimizer: OptimizerCallable = _sgd,
+        members: int = 1,
         center: bool = True,
     ):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise ConfigError("model.net", type(net).__name__, "an nn.Module mapping (P, ...) to (P,)")
+        self.members = check_positive_int("model.members", members)
+        if members > 1:
+            net = Members.from_net(net, members)
         self.net = net
         self.alpha, self.alpha_tilde = self._resolve_alpha(net, alpha, alpha_tilde)
         self.loss_name, self.loss_beta = loss, loss_beta
@@ -56,7 +68,10 @@ class PhaseModule(pl.LightningModule):
         self.net0 = copy.deepcopy(net).requires_grad_(False)  # frozen f(w₀, ·)
         self._f0_cache: tuple[Tensor, Tensor] | None = None
         self.test_loss, self.test_error = MeanMetric(), MeanMetric()
-        self.flow_time = 0.0  # continuous time t = Σ dt of the accepted steps
+        self.flow_time = 0.0  # continuous time t = Σ dt of the accepted steps (members: the largest t_k)
+        self.member_flow_time = [0.0] * self.members  # t_k of each member
+        self.member_active = [True] * self.members  # False once member k's stop rule fired
+        self._frozen: dict[int, list[Tensor]] = {}  # member k → its parameters when it stopped
         self._last_outputs: Tensor | None = None  # F on the training batch at the last evaluation
         self.save_hyperparameters(ignore=["net", "optimizer"])
 
@@ -77,8 +92,8 @@ class PhaseModule(pl.LightningModule):
     # ---- the α-scaled function ------------------------------------------------------------
     @property
     def n_params(self) -> int:
-        """N: number of trainable parameters of the net (f₀ not counted)."""
-        return sum(p.numel() for p in self.net.parameters())
+        """N: number of trainable parameters of the net (f₀ not counted; of one member)."""
+        return sum(p.numel() for p in self.net.parameters()) // self.members
 
     def f0(self, x: Tensor) -> Tensor:
         """f(w₀, x), cached for the last batch object (the full batch is the same tensor every step)."""
@@ -92,23 +107,24 @@ class PhaseModule(pl.LightningModule):
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        """F(w, x) = α·(f(w, x) − f(w₀, x)) (α·f(w, x) without ``center``); x (P, ...) → (P,) or (P, K)."""
+        """F(w, x) = α·(f(w, x) − f(w₀, x)) (α·f(w, x) without ``center``); x (P, ...) → (P,) or (P, C) for C
+        classes, with K members (K, P) or (K, P, C)."""
         if not self.center:
             return self.alpha * self._scalar_output(self.net(x), x)
         return self.alpha * (self._scalar_output(self.net(x), x) - self.f0(x))
 
-    @staticmethod
-    def _scalar_output(out: Tensor, x: Tensor) -> Tensor:
-        """(P,) or (P, 1) → (P,); (P, K) with K ≥ 2 outputs is kept."""
-        if out.dim() == 2 and out.shape[1] == 1:
+    def _scalar_output(self, out: Tensor, x: Tensor) -> Tensor:
+        """(P,) or (P, 1) → (P,); (P, C) with C ≥ 2 class outputs is kept; members: (K, P) or (K, P, C)."""
+        if out.dim() == 2 and out.shape[1] == 1 and self.members == 1:
             out = out.squeeze(1)
-        if out.shape[:1] != x.shape[:1] or out.dim() > 2:
+        lead = x.shape[:1] if self.members == 1 else (self.members, x.shape[0])
+        if out.shape[: len(lead)] != lead or out.dim() > len(lead) + 1:
             raise ConfigError("model.net", f"output shape {tuple(out.shape)}",
-                              f"shape ({x.shape[0]},) or ({x.shape[0]}, K): one output per sample and class")
+                              f"shape {tuple(lead)} or {tuple(lead) + ('C',)}: one output per sample and class")
         return out
 
     def check_net(self, x: Tensor, y: Tensor | None = None) -> None:
-        """Raise ConfigError if the net does not map x (P, ...) to (P,) finite values — (P, K) with K > max y
+        """Raise ConfigError if the net does not map x (P, ...) to (P,) finite values — (P, C) with C > max y
         for integer class labels y; used before a run starts."""
         param = next(self.net.parameters(), None)
         if param is not None and x.is_floating_point():
@@ -120,32 +136,36 @@ class PhaseModule(pl.LightningModule):
         if not torch.isfinite(out).all():
             raise ConfigError("model.net", "non-finite output at initialisation", "finite outputs")
         if y is not None:
-            multi = not y.is_floating_point()
-            if multi and (out.dim() != 2 or out.shape[1] <= int(y.max())):
-                raise ConfigError("model.net.out_dim", 1 if out.dim() == 1 else out.shape[1],
-                                  "the number of classes K of data.labels: class (filled from the data)")
-            if not multi and out.dim() != 1:
-                raise ConfigError("model.net.out_dim", out.shape[1], "1 for ±1 labels (data.labels: parity)")
+            single = out.dim() == (1 if self.members == 1 else 2)  # no class axis
+            if not y.is_floating_point() and (single or out.shape[-1] <= int(y.max())):
+                raise ConfigError("model.net.out_dim", 1 if single else out.shape[-1],
+                                  "the number of classes C of data.labels: class (filled from the data)")
+            if y.is_floating_point() and not single:
+                raise ConfigError("model.net.out_dim", out.shape[-1], "1 for ±1 labels (data.labels: parity)")
 
     # ---- loss and statistics -------------------------------------------------------------------
     def margin_and_loss(self, F_out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        """(z, ℓ) per sample, both (P,): z = yF (±1 labels) or F_y − max_{k≠y} F_k (class labels), Δ = 1 − z."""
+        """(z, ℓ) per sample, (P,) or members' (K, P): z = yF (±1 labels) or F_y − max_{c≠y} F_c (class labels),
+        Δ = 1 − z."""
         z = margin_variable(F_out, y)
         return z, sample_loss(self.loss_name, self.loss_fn, F_out, y, z)
 
     def stats(self, F_out: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """loss = α²L = mean ℓ (differentiable), n_delta = #{Δ > 0}, error = mean[z ≤ 0]."""
+        """loss = α²L = mean ℓ (differentiable), n_delta = #{Δ > 0}, error = mean[z ≤ 0], each a
+        mean/count over the samples (last axis of z): () for one net, (K,) for K members."""
         z, loss = self.margin_and_loss(F_out, y)
         return {
-            "loss": loss.mean(),
+            "loss": loss.mean(-1),
             "n_delta": n_delta(1 - z),
-            "error": (z <= 0).to(F_out.dtype).mean(),
+            "error": (z <= 0).to(F_out.dtype).mean(-1),
         }
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor, y: Tensor) -> dict[str, float]:
-        """Loss (α²L), N_Δ and error of the current net on (x, y), as Python numbers."""
+    def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Any]:
+        """Loss (α²L), N_Δ and error of the current net on (x, y), as Python numbers (lists of K with members)."""
         s = self.stats(self(x), y)
+        if self.members > 1:
+            return {"loss": s["loss"].tolist(), "n_delta": s["n_delta"].tolist(), "error": s["error"].tolist()}
         return {"loss": float(s["loss"]), "n_delta": int(s["n_delta"]), "error": float(s["error"])}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
@@ -153,6 +173,8 @@ class PhaseModule(pl.LightningModule):
         F_out = self(x)
         self._last_outputs = F_out.detach()  # read by GradientFlow (d_out) through last_outputs()
         s = self.stats(F_out, y)
+        if self.members > 1:
+            return self._members_step_output(s, F_out, len(y))
         if self._logs_this_step():  # under DDP: N_Δ summed over the ranks' shards, loss and error averaged
             self.log("train/n_delta", s["n_delta"].float(), on_step=True, on_epoch=False, batch_size=len(y),
                      sync_dist=True, reduce_fx="sum")
@@ -161,6 +183,31 @@ class PhaseModule(pl.LightningModule):
         # Gradient of L = (1/α²)·mean ℓ, logged value is α²L.
         return {"loss": s["loss"] / self.alpha**2, "loss_value": s["loss"].detach(),
                 "n_delta": s["n_delta"].detach(), "outputs": F_out.detach()}
+
+    def _members_step_output(self, s: dict[str, Tensor], F_out: Tensor, batch_size: int) -> dict[str, Any]:
+        """training_step with K members: minimise Σ_k L_k over the members still training (a stopped or
+        diverged member contributes exactly 0, not 0·NaN)."""
+        if self._logs_this_step():
+            logs = {"train/loss": s["loss"].detach().mean(), "train/n_delta": s["n_delta"].double().mean(),
+                    "train/error": s["error"].mean()}
+            if self.members <= 16:
+                for k in range(self.members):
+                    logs.update({f"member_{k}/train/loss": s["loss"][k].detach(),
+                                 f"member_{k}/train/n_delta": s["n_delta"][k].double(),
+                                 f"member_{k}/train/error": s["error"][k]})
+            self.log_dict({k: v.float() for k, v in logs.items()}, on_step=True, on_epoch=False,
+                          batch_size=batch_size, sync_dist=True)
+        active = torch.tensor(self.member_active, device=F_out.device)
+        total = torch.where(active, s["loss"], torch.zeros_like(s["loss"])).sum()
+        return {"loss": total / self.alpha**2, "loss_value": s["loss"].detach(), "n_delta": s["n_delta"].detach(),
+                "outputs": F_out.detach()}
+
+    def freeze_member(self, k: int) -> None:
+        """Stop member k: from now on no optimiser step changes its weights (its clock t_k stops too)."""
+        if not self.member_active[k]:
+            return
+        self.member_active[k] = False
+        self._frozen[k] = [p[k].detach().clone() for p in self.net.parameters()]
 
     def _logs_this_step(self) -> bool:
         """True on the steps the logger writes (every ``trainer.log_every_n_steps``): self.log costs ~35% of a
@@ -187,6 +234,8 @@ class PhaseModule(pl.LightningModule):
         opt = self.optimizer_factory(self.net.parameters())
         if hasattr(opt, "watch_outputs"):  # GradientFlow measures d_out = max|F' − F| on our outputs
             opt.watch_outputs(self.last_outputs)
+        if self.members > 1 and hasattr(opt, "set_members"):  # GradientFlow: one dt and clock per member
+            opt.set_members(self.members, lambda: self.member_active)
         return opt
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
@@ -194,10 +243,53 @@ class PhaseModule(pl.LightningModule):
         # Flow time: an optimiser that integrates gradient flow reports its accepted dt; plain GD's dt is lr.
         opt = getattr(optimizer, "optimizer", optimizer)  # unwrap LightningOptimizer
         dt = getattr(opt, "last_dt", None)
+        if self.members > 1:
+            self._members_after_step(opt, dt)
+            return
         self.flow_time += float(dt if dt is not None else opt.param_groups[0].get("lr", 0.0))
+
+    @torch.no_grad()
+    def _members_after_step(self, opt: torch.optim.Optimizer, dt: Any) -> None:
+        """Per-member clocks; an optimiser that moves every member (SGD, Adam: momentum) has its update of the
+        stopped members undone, so their weights stay those of the step at which they stopped."""
+        if isinstance(dt, list):  # a member-aware integrator (GradientFlow) reports each member's dt
+            dts = dt
+        else:
+            lr = float(dt if dt is not None else opt.param_groups[0].get("lr", 0.0))
+            dts = [lr if a else 0.0 for a in self.member_active]
+            for k, saved in self._frozen.items():
+                for p, w in zip(self.net.parameters(), saved):
+                    p[k].copy_(w)
+        for k, d in enumerate(dts):
+            self.member_flow_time[k] += float(d)
+        self.flow_time = max(self.member_flow_time)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["flow_time"] = self.flow_time  # a resumed run continues the same clock
+        checkpoint["member_flow_time"] = list(self.member_flow_time)
+        checkpoint["member_active"] = list(self.member_active)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.flow_time = float(checkpoint.get("flow_time", 0.0))
+        self.member_flow_time = list(checkpoint.get("member_flow_time", [self.flow_time] * self.members))
+        active = list(checkpoint.get("member_active", [True] * self.members))
+        self.member_active = [True] * self.members
+        self._frozen = {}
+        self._pending_freeze = [k for k, a in enumerate(active) if not a]  # frozen once the weights are loaded
+
+    # Callbacks of this package that read the net as one network (one output per sample) and so refuse members.
+    _SINGLE_NET_CALLBACKS = ("NTKChange", "Margins", "WeightsChange", "TimeScale", "HessianSpectrum")
+
+    def on_fit_start(self) -> None:
+        if self.members == 1:
+            return
+        for cb in self.trainer.callbacks:
+            name = type(cb).__name__
+            if type(cb).__module__.startswith("lightning_phase.callbacks") and name in self._SINGLE_NET_CALLBACKS:
+                raise ConfigError("model.members", self.members,
+                                  f"1 with the {name} callback (it measures one net; not per member yet)")
+
+    def on_train_start(self) -> None:
+        for k in getattr(self, "_pending_freeze", []):
+            self.freeze_member(k)
+        self._pending_freeze = []

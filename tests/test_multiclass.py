@@ -153,3 +153,15 @@ def test_out_dim_is_filled_from_the_data_like_input_dim():
             "--data.labels=class", "--data.n_train=50", "--data.n_test=50", "--model.net.out_dim=1"]
     assert main(args) == 0  # the data's K = 10 replaces the 1 given, as data.input_dim does for input_dim
     assert json.loads(next(Path("runs").rglob("summary.json")).read_text())["out_dim"] == 10
+
+
+def test_members_and_classes_stack_as_members_then_samples_then_classes():
+    net = FullyConnected(8, 2, input_dim=5, out_dim=3, seed=0).to(f64)
+    m = PhaseModule(net, alpha=10.0, members=2, loss="cross_entropy")
+    x, y = _x(6, 5, 9), torch.tensor([0, 1, 2, 0, 1, 2])
+    assert m(x).shape == (2, 6, 3) and m(x).abs().max() == 0
+    s = m.stats(m.alpha * m.net(x), y)
+    assert s["loss"].shape == (2,) and s["n_delta"].shape == (2,)
+    single = PhaseModule(FullyConnected(8, 2, input_dim=5, out_dim=3, seed=1).to(f64), alpha=10.0,
+                         loss="cross_entropy")  # member 1 = the single run with seed + 1
+    torch.testing.assert_close(s["loss"][1], single.stats(single.alpha * single.net(x), y)["loss"])

@@ -6,6 +6,7 @@ time, except the optional recorded safety cap (SCIENCE.md §2, STYLE.md habit 13
 
 from __future__ import annotations
 
+import copy
 import enum
 import math
 import time
@@ -50,6 +51,10 @@ class StopRules(pl.Callback):
     wall_cap_seconds: safety cap on wall-clock time,
     recorded as WALL_CAP (None: off). check_every: evaluate the rules every k steps (each check syncs
     the device once).
+
+    With K members (``model.members``) every member has its own rules, history and reason: a member whose
+    rule fires is frozen (``pl_module.freeze_member(k)``) while the others go on; training ends when all
+    have stopped. ``reason`` is then member 0's; ``member_reasons`` and ``member_steps`` hold each one's.
     """
 
     def __init__(
@@ -71,6 +76,9 @@ class StopRules(pl.Callback):
         self.reason: StopReason | None = None
         self._history: list[float] = []
         self._t_start = 0.0
+        self.member_reasons: list[StopReason | None] | None = None
+        self.member_steps: list[int | None] | None = None
+        self._member_rules: list[StopRules] | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t_start = time.monotonic()
@@ -102,6 +110,9 @@ class StopRules(pl.Callback):
                            batch_idx: int) -> None:
         if not isinstance(outputs, dict) or "n_delta" not in outputs or trainer.global_step % self.check_every:
             return
+        if outputs["n_delta"].dim() == 1:
+            self._members_batch_end(trainer, pl_module, outputs)
+            return
         # One tensor, one reduction, one device sync: [α²L, N_Δ] summed over ranks (loss averaged).
         stats = torch.stack([outputs["loss_value"].double(), outputs["n_delta"].double()])
         stats = trainer.strategy.reduce(stats, reduce_op="sum")
@@ -112,17 +123,65 @@ class StopRules(pl.Callback):
             self.reason = reason
             trainer.should_stop = True
 
+    def _members_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any) -> None:
+        """The rules of each member k on its own α²L_k, N_Δ,k and clock t_k; freeze the ones that fire."""
+        k_all = outputs["n_delta"].shape[0]
+        if self._member_rules is None:
+            self._member_rules = []
+            for _ in range(k_all):
+                rules = copy.copy(self)
+                rules._history, rules._member_rules, rules.reason = [], None, None
+                self._member_rules.append(rules)
+            self.member_reasons, self.member_steps = [None] * k_all, [None] * k_all
+        stats = torch.stack([outputs["loss_value"].double(), outputs["n_delta"].double()])  # (2, K), one sync
+        stats = trainer.strategy.reduce(stats, reduce_op="sum").tolist()
+        wall = time.monotonic() - self._t_start
+        for k, rules in enumerate(self._member_rules):
+            if not pl_module.member_active[k]:
+                continue
+            reason = rules._decide(stats[0][k] / trainer.world_size, int(stats[1][k]),
+                                   pl_module.member_flow_time[k], wall)
+            if reason is not None:
+                self.member_reasons[k], self.member_steps[k] = reason, trainer.global_step
+                pl_module.freeze_member(k)
+        if not any(pl_module.member_active):
+            self.reason = self.member_reasons[0]
+            trainer.should_stop = True
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.reason is None:
             max_steps = trainer.max_steps
             self.reason = StopReason.STEP_BUDGET if max_steps > 0 and trainer.global_step >= max_steps \
                 else StopReason.INTERRUPTED
+        if self.member_reasons is not None:  # members still training when the loop ended share its reason
+            for k, r in enumerate(self.member_reasons):
+                if r is None:
+                    self.member_reasons[k], self.member_steps[k] = self.reason, trainer.global_step
+            self.reason = self.member_reasons[0]
 
     def summary(self) -> dict[str, Any]:
-        return {"stop_reason": (self.reason or StopReason.INTERRUPTED).value}
+        out: dict[str, Any] = {"stop_reason": (self.reason or StopReason.INTERRUPTED).value}
+        if self.member_reasons is not None:
+            out["member_stop"] = [{"stop_reason": (r or StopReason.INTERRUPTED).value, "steps": s}
+                                  for r, s in zip(self.member_reasons, self.member_steps, strict=True)]
+        return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self._history)}
+        out: dict[str, Any] = {"history": list(self._history)}
+        if self._member_rules is not None:
+            out["members"] = {"history": [list(r._history) for r in self._member_rules],
+                              "reasons": [None if r is None else r.value for r in self.member_reasons or []],
+                              "steps": list(self.member_steps or [])}
+        return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._history = list(state_dict.get("history", []))
+        members = state_dict.get("members")
+        if members is not None:
+            self._member_rules = []
+            for hist in members["history"]:
+                rules = copy.copy(self)
+                rules._history, rules._member_rules, rules.reason = list(hist), None, None
+                self._member_rules.append(rules)
+            self.member_reasons = [None if r is None else StopReason(r) for r in members["reasons"]]
+            self.member_steps = list(members["steps"])

@@ -36,6 +36,12 @@ class RunSummary(pl.Callback):
     on the full sets at the end), steps, flow_time, stop_reason, status, wall_seconds, versions — plus
     ``cb.summary()`` of every other callback that defines it (measurement callbacks, stop rules).
 
+    With K members (``model.members``): ``members`` lists, for each member k, ``member`` k, ``seed`` (its
+    init seed), ``seed_source`` ("net.seed" or "seed_everything") and the fields of its single run's summary
+    (train_loss, n_delta, n_delta_over_p, train_error, test_loss, test_error, steps, flow_time,
+    stop_reason); the top-level fields of these names are member 0's, so a reader of single runs reads
+    member 0 as the run with the configured seed. ``n_members`` = K.
+
     Beside it, unless the run crashed, ``outputs.npz`` (:func:`final_outputs`): the final outputs F on the
     train, test and (when it is not empty) kernel sets with their labels, float64.
     """
@@ -88,12 +94,16 @@ class RunSummary(pl.Callback):
             "wall_seconds": time.monotonic() - self._t0,
             "versions": package_versions(),
         }
+        evals: dict[str, dict[str, list]] = {}
         if dm is not None and hasattr(pl_module, "evaluate") and hasattr(dm, "x_train"):
             for split in ("train", "test"):
                 x, y = full_set(trainer, pl_module, f"x_{split}"), full_set(trainer, pl_module, f"y_{split}")
                 if len(y) == 0:
                     continue
                 ev = pl_module.evaluate(x, y)
+                if isinstance(ev["loss"], list):  # members: one value per member
+                    evals[split] = ev
+                    continue
                 rec[f"{split}_loss"], rec[f"{split}_error"] = ev["loss"], ev["error"]
                 if split == "train":
                     rec["n_delta"] = ev["n_delta"]
@@ -101,6 +111,8 @@ class RunSummary(pl.Callback):
         for cb in trainer.callbacks:
             if cb is not self and callable(getattr(cb, "summary", None)):
                 rec.update(cb.summary())
+        if getattr(pl_module, "members", 1) > 1:
+            _member_records(rec, pl_module, evals, len(getattr(dm, "y_train", [])))
         rec.update(extra or {})
         if rec.get("stop_reason") == "DIVERGED":
             rec["status"] = "diverged"
@@ -131,6 +143,26 @@ class RunSummary(pl.Callback):
             logger.save()
         except Exception as exc:  # a logger that cannot take hparams must not lose the summary
             rec["hparams_error"] = f"{type(exc).__name__}: {exc}"
+
+
+def _member_records(rec: dict[str, Any], pl_module: pl.LightningModule, evals: dict[str, dict[str, list]],
+                    n_train: int) -> None:
+    """rec["members"]: one single-run record per member; the top-level fields of those names = member 0's."""
+    k_all = pl_module.members
+    stops = rec.pop("member_stop", None) or [{"stop_reason": rec.get("stop_reason"), "steps": rec.get("steps")}] * k_all
+    seeds = getattr(pl_module.net, "seeds", None) or [(None, None)] * k_all
+    members = []
+    for k in range(k_all):
+        m: dict[str, Any] = {"member": k, "seed": seeds[k][1], "seed_source": seeds[k][0],
+                             "flow_time": pl_module.member_flow_time[k], **stops[k]}
+        for split, ev in evals.items():
+            m[f"{split}_loss"], m[f"{split}_error"] = ev["loss"][k], ev["error"][k]
+            if split == "train":
+                m["n_delta"] = ev["n_delta"][k]
+                m["n_delta_over_p"] = ev["n_delta"][k] / max(n_train, 1)
+        members.append(m)
+    rec["members"], rec["n_members"] = members, k_all
+    rec.update({key: v for key, v in members[0].items() if key not in ("member", "seed", "seed_source")})
 
 
 @torch.no_grad()
