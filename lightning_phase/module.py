@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 
 from lightning_phase.errors import ConfigError, check_bool, check_positive_float, check_positive_int
 from lightning_phase.losses import get_loss, margin_variable, n_delta, sample_loss
+from lightning_phase.multistep import run_steps
 from lightning_phase.nets.members import Members
 
 
@@ -40,6 +41,10 @@ class PhaseModule(pl.LightningModule):
     member gets its own gradient), each member has its own flow time (``member_flow_time``) and stops on
     its own (``freeze_member``, called by the stop rules): a stopped member's weights no longer change.
     Logs ``train/*`` averaged over the members and ``member_<k>/train/*`` per member (K ≤ 16).
+
+    ``steps_per_call`` n > 1: each ``training_step`` call makes up to n full-batch optimiser steps (Lightning's
+    per-batch machinery runs once per n steps; the trajectory is the same to round-off), with the stop rules
+    checked after every step; logging and other callbacks see every n-th step (see multistep.py).
     """
 
     def __init__(
@@ -51,12 +56,15 @@ class PhaseModule(pl.LightningModule):
         loss_beta: float = 20.0,
         optimizer: OptimizerCallable = _sgd,
         members: int = 1,
+        steps_per_call: int = 1,
         center: bool = True,
     ):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise ConfigError("model.net", type(net).__name__, "an nn.Module mapping (P, ...) to (P,)")
         self.members = check_positive_int("model.members", members)
+        self.steps_per_call = check_positive_int("model.steps_per_call", steps_per_call)
+        self.automatic_optimization = steps_per_call == 1  # else training_step runs its own optimiser steps
         if members > 1:
             net = Members.from_net(net, members)
         self.net = net
@@ -162,20 +170,37 @@ class PhaseModule(pl.LightningModule):
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Any]:
-        """Loss (α²L), N_Δ and error of the current net on (x, y), as Python numbers (lists of K with members)."""
-        s = self.stats(self(x), y)
+        """Loss (α²L), N_Δ and error of the current net on (x, y), as Python numbers (lists of K with members);
+        NaN (N_Δ None) for a net whose output is NaN or infinite — a comparison with NaN would otherwise
+        count as a met margin."""
+        F_out = self(x)
+        s = self.stats(F_out, y)
+        finite = torch.isfinite(F_out).reshape(self.members, -1).all(dim=1).tolist() if self.members > 1 \
+            else [bool(torch.isfinite(F_out).all())]
         if self.members > 1:
-            return {"loss": s["loss"].tolist(), "n_delta": s["n_delta"].tolist(), "error": s["error"].tolist()}
+            nan = float("nan")
+            loss, nd, err = s["loss"].tolist(), s["n_delta"].tolist(), s["error"].tolist()
+            return {"loss": [v if ok else nan for v, ok in zip(loss, finite, strict=True)],
+                    "n_delta": [v if ok else None for v, ok in zip(nd, finite, strict=True)],
+                    "error": [v if ok else nan for v, ok in zip(err, finite, strict=True)]}
+        if not finite[0]:
+            return {"loss": float("nan"), "n_delta": None, "error": float("nan")}
         return {"loss": float(s["loss"]), "n_delta": int(s["n_delta"]), "error": float(s["error"])}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
+        if not self.automatic_optimization:
+            return run_steps(self, batch)
+        return self.step_outputs(batch)
+
+    def step_outputs(self, batch: tuple[Tensor, Tensor], log: bool = True) -> dict[str, Any]:
+        """One evaluation on the batch: F, α²L, N_Δ, error; ``loss`` (= L, to differentiate) and logs."""
         x, y = batch
         F_out = self(x)
         self._last_outputs = F_out.detach()  # read by GradientFlow (d_out) through last_outputs()
         s = self.stats(F_out, y)
         if self.members > 1:
-            return self._members_step_output(s, F_out, len(y))
-        if self._logs_this_step():  # under DDP: N_Δ summed over the ranks' shards, loss and error averaged
+            return self._members_step_output(s, F_out, len(y), log)
+        if log and self._logs_this_step():  # under DDP: N_Δ summed over the ranks' shards, loss and error averaged
             self.log("train/n_delta", s["n_delta"].float(), on_step=True, on_epoch=False, batch_size=len(y),
                      sync_dist=True, reduce_fx="sum")
             self.log_dict({"train/loss": s["loss"].detach().float(), "train/error": s["error"].float()},
@@ -184,10 +209,11 @@ class PhaseModule(pl.LightningModule):
         return {"loss": s["loss"] / self.alpha**2, "loss_value": s["loss"].detach(),
                 "n_delta": s["n_delta"].detach(), "outputs": F_out.detach()}
 
-    def _members_step_output(self, s: dict[str, Tensor], F_out: Tensor, batch_size: int) -> dict[str, Any]:
+    def _members_step_output(self, s: dict[str, Tensor], F_out: Tensor, batch_size: int,
+                             log: bool) -> dict[str, Any]:
         """training_step with K members: minimise Σ_k L_k over the members still training (a stopped or
         diverged member contributes exactly 0, not 0·NaN)."""
-        if self._logs_this_step():
+        if log and self._logs_this_step():
             logs = {"train/loss": s["loss"].detach().mean(), "train/n_delta": s["n_delta"].double().mean(),
                     "train/error": s["error"].mean()}
             if self.members <= 16:
@@ -240,6 +266,10 @@ class PhaseModule(pl.LightningModule):
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.after_optimizer_step(optimizer)
+
+    def after_optimizer_step(self, optimizer: Any) -> None:
+        """Advance the flow time t after one optimiser step (members: each t_k; undo stopped members' moves)."""
         # Flow time: an optimiser that integrates gradient flow reports its accepted dt; plain GD's dt is lr.
         opt = getattr(optimizer, "optimizer", optimizer)  # unwrap LightningOptimizer
         dt = getattr(opt, "last_dt", None)
@@ -278,16 +308,18 @@ class PhaseModule(pl.LightningModule):
         self._pending_freeze = [k for k, a in enumerate(active) if not a]  # frozen once the weights are loaded
 
     # Callbacks of this package that read the net as one network (one output per sample) and so refuse members.
-    _SINGLE_NET_CALLBACKS = ("NTKChange", "Margins", "WeightsChange", "TimeScale", "HessianSpectrum")
+    _SINGLE_NET_CALLBACKS = ("NTKChange", "Margins", "WeightsChange", "TimeScale", "HessianSpectrum", "LoadCurve",
+                             "DiffeoStability")
 
     def on_fit_start(self) -> None:
-        if self.members == 1:
-            return
-        for cb in self.trainer.callbacks:
-            name = type(cb).__name__
-            if type(cb).__module__.startswith("lightning_phase.callbacks") and name in self._SINGLE_NET_CALLBACKS:
-                raise ConfigError("model.members", self.members,
-                                  f"1 with the {name} callback (it measures one net; not per member yet)")
+        for field, value, why in (("model.members", self.members, "it measures one net; not per member yet"),
+                                  ("model.steps_per_call", self.steps_per_call, "it measures on scheduled steps")):
+            if value == 1:
+                continue
+            for cb in self.trainer.callbacks:
+                name = type(cb).__name__
+                if type(cb).__module__.startswith("lightning_phase.callbacks") and name in self._SINGLE_NET_CALLBACKS:
+                    raise ConfigError(field, value, f"1 with the {name} callback ({why})")
 
     def on_train_start(self) -> None:
         for k in getattr(self, "_pending_freeze", []):
