@@ -8,7 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -27,8 +27,12 @@ class PhaseModule(pl.LightningModule):
     Give exactly one of ``alpha`` (the article's α) and ``alpha_tilde`` (α̃ = √h·α, h = ``net.width``).
     f₀ is a frozen copy of the initial net, so F ≡ 0 at start and α²L(w₀) = ℓ(0).
     ``loss``: soft_hinge (softplus_β(1−z), β = ``loss_beta``), hinge, quadratic_hinge.
+    ``lr_scheduler``: an optional ``torch.optim.lr_scheduler`` class taking the optimiser (YAML
+    ``model.lr_scheduler: {class_path: torch.optim.lr_scheduler.MultiStepLR, init_args: {milestones: [...]}}``),
+    stepped once per optimiser step, counted in steps; ReduceLROnPlateau is stepped with the training loss α²L
+    (averaged over ranks), so its ``patience`` counts steps too. Flow time t adds the rate each step used.
     Logs each step ``train/loss`` (= α²L), ``train/n_delta`` (#{Δ > 0}), ``train/error`` (fraction
-    with yF ≤ 0); on validation ``test/loss`` and ``test/error``.
+    with yF ≤ 0), ``train/lr`` with a scheduler; on validation ``test/loss`` and ``test/error``.
     """
 
     def __init__(
@@ -39,6 +43,7 @@ class PhaseModule(pl.LightningModule):
         loss: str = "soft_hinge",
         loss_beta: float = 20.0,
         optimizer: OptimizerCallable = _sgd,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -48,12 +53,15 @@ class PhaseModule(pl.LightningModule):
         self.loss_name, self.loss_beta = loss, loss_beta
         self.loss_fn = get_loss(loss, loss_beta)
         self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.scheduler: Any = None  # stepped by optimizer_step (not by Lightning: see _step_scheduler)
+        self._last_loss: Tensor | None = None
         self.net0 = copy.deepcopy(net).requires_grad_(False)  # frozen f(w₀, ·)
         self._f0_cache: tuple[Tensor, Tensor] | None = None
         self.test_loss, self.test_error = MeanMetric(), MeanMetric()
         self.flow_time = 0.0  # continuous time t = Σ dt of the accepted steps
         self._last_outputs: Tensor | None = None  # F on the training batch at the last evaluation
-        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
 
     @staticmethod
     def _resolve_alpha(net: nn.Module, alpha: float | None, alpha_tilde: float | None) -> tuple[float, float | None]:
@@ -109,11 +117,14 @@ class PhaseModule(pl.LightningModule):
 
     # ---- loss and statistics -------------------------------------------------------------------
     def stats(self, F_out: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """loss = α²L = mean ℓ(yF) (differentiable), n_delta = #{Δ > 0}, error = mean[yF ≤ 0]."""
+        """loss = α²L = mean ℓ(yF) (differentiable), n_delta = #{Δ > 0}, delta_max = max Δ,
+        error = mean[yF ≤ 0]."""
         z = y * F_out
+        delta = margins(F_out, y)
         return {
             "loss": self.loss_fn(z).mean(),
-            "n_delta": n_delta(margins(F_out, y)),
+            "n_delta": n_delta(delta),
+            "delta_max": delta.detach().max(),
             "error": (z <= 0).to(F_out.dtype).mean(),
         }
 
@@ -121,13 +132,15 @@ class PhaseModule(pl.LightningModule):
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, float]:
         """Loss (α²L), N_Δ and error of the current net on (x, y), as Python numbers."""
         s = self.stats(self(x), y)
-        return {"loss": float(s["loss"]), "n_delta": int(s["n_delta"]), "error": float(s["error"])}
+        return {"loss": float(s["loss"]), "n_delta": int(s["n_delta"]), "delta_max": float(s["delta_max"]),
+                "error": float(s["error"])}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         x, y = batch
         F_out = self(x)
         self._last_outputs = F_out.detach()  # read by GradientFlow (d_out) through last_outputs()
         s = self.stats(F_out, y)
+        self._last_loss = s["loss"].detach()
         if self._logs_this_step():  # under DDP: N_Δ summed over the ranks' shards, loss and error averaged
             self.log("train/n_delta", s["n_delta"].float(), on_step=True, on_epoch=False, batch_size=len(y),
                      sync_dist=True, reduce_fx="sum")
@@ -135,7 +148,7 @@ class PhaseModule(pl.LightningModule):
                           on_step=True, on_epoch=False, batch_size=len(y), sync_dist=True)
         # Gradient of L = (1/α²)·mean ℓ, logged value is α²L.
         return {"loss": s["loss"] / self.alpha**2, "loss_value": s["loss"].detach(),
-                "n_delta": s["n_delta"].detach(), "outputs": F_out.detach()}
+                "n_delta": s["n_delta"].detach(), "delta_max": s["delta_max"], "outputs": F_out.detach()}
 
     def _logs_this_step(self) -> bool:
         """True on the steps the logger writes (every ``trainer.log_every_n_steps``): self.log costs ~35% of a
@@ -162,7 +175,34 @@ class PhaseModule(pl.LightningModule):
         opt = self.optimizer_factory(self.net.parameters())
         if hasattr(opt, "watch_outputs"):  # GradientFlow measures d_out = max|F' − F| on our outputs
             opt.watch_outputs(self.last_outputs)
+        self._attach_scheduler(opt)
         return opt
+
+    def _attach_scheduler(self, opt: torch.optim.Optimizer) -> None:
+        """Build ``model.lr_scheduler`` on ``opt``. Kept out of Lightning's scheduler loop on purpose: Lightning
+        steps ReduceLROnPlateau only with a metric logged that very step, and logging every step costs ~35%
+        of a small full-batch step; here the loss of the step itself is used."""
+        self.scheduler = None if self.scheduler_factory is None else self.scheduler_factory(opt)
+        if self._pending_scheduler_state is not None and self.scheduler is not None:
+            self.scheduler.load_state_dict(self._pending_scheduler_state)
+        self._pending_scheduler_state = None
+
+    _pending_scheduler_state: dict[str, Any] | None = None
+
+    def _step_scheduler(self) -> None:
+        """One scheduler step after an optimiser step (ReduceLROnPlateau: on α²L of that step, rank mean)."""
+        if self.scheduler is None:
+            return
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            loss = self._last_loss if self._last_loss is not None else torch.tensor(math.inf)
+            if self._trainer is not None and self.trainer.world_size > 1:
+                loss = self.trainer.strategy.reduce(loss.clone(), reduce_op="mean")
+            self.scheduler.step(float(loss))
+        else:
+            self.scheduler.step()
+        if self._logs_this_step():
+            self.log("train/lr", float(self.scheduler.optimizer.param_groups[0]["lr"]), on_step=True,
+                     on_epoch=False, batch_size=1)
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
@@ -170,9 +210,16 @@ class PhaseModule(pl.LightningModule):
         opt = getattr(optimizer, "optimizer", optimizer)  # unwrap LightningOptimizer
         dt = getattr(opt, "last_dt", None)
         self.flow_time += float(dt if dt is not None else opt.param_groups[0].get("lr", 0.0))
+        self._step_scheduler()  # after t took the rate this step used
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["flow_time"] = self.flow_time  # a resumed run continues the same clock
+        if self.scheduler is not None:
+            checkpoint["lp_lr_scheduler"] = self.scheduler.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.flow_time = float(checkpoint.get("flow_time", 0.0))
+        self._pending_scheduler_state = checkpoint.get("lp_lr_scheduler")
+        if self._pending_scheduler_state is not None and self.scheduler is not None:
+            self.scheduler.load_state_dict(self._pending_scheduler_state)
+            self._pending_scheduler_state = None

@@ -1,4 +1,5 @@
-"""Stop rules: all margins met, loss stalled, divergence, a flow-time budget, an optional wall-clock cap.
+"""Stop rules: margins met (SAT), loss converged (UNSAT), loss stalled, divergence, a flow-time budget, an
+optional wall-clock cap; and the run's decision ``fit_state`` (SAT / UNSAT / UNDECIDED, observables/jamming.py).
 
 The step budget is the trainer's own ``max_steps``; budgets count steps or flow time t, never wall-clock
 time, except the optional recorded safety cap (SCIENCE.md §2, STYLE.md habit 13).
@@ -13,14 +14,26 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.utilities import rank_zero_warn
 
+from lightning_phase.callbacks.schedule import full_set, log_metrics
 from lightning_phase.errors import check_bool, check_positive_float, check_positive_int
+from lightning_phase.losses import margins
+from lightning_phase.observables.jamming import (
+    DELTA_TOL,
+    UNSAT_MIN_STEPS,
+    UNSAT_RTOL,
+    FitState,
+    LossConvergence,
+    decision_record,
+)
 
 
 class StopReason(str, enum.Enum):
     """Why a run ended; the value goes into summary.json as ``stop_reason``."""
 
-    ALL_MARGINS_MET = "ALL_MARGINS_MET"  # N_Δ = 0: every training point has y·F ≥ 1
+    ALL_MARGINS_MET = "ALL_MARGINS_MET"  # SAT: max Δ ≤ delta_tol (every training point has y·F ≥ 1 − δ)
+    LOSS_CONVERGED = "LOSS_CONVERGED"  # UNSAT: best α²L fell < unsat_rtol per doubling of the step count
     LOSS_STALLED = "LOSS_STALLED"  # α²L fell by less than stall_rtol (relative) over stall_window steps
     STEP_BUDGET = "STEP_BUDGET"  # trainer.max_steps reached
     TIME_BUDGET = "TIME_BUDGET"  # flow time t ≥ max_time
@@ -43,13 +56,21 @@ def stall_check(history: list[float], window: int, rtol: float) -> bool:
 class StopRules(pl.Callback):
     """Stops training when a rule fires and records the reason (``self.reason``) for the run summary.
 
-    when_fitted: stop at N_Δ = 0 (N_Δ summed over ranks under DDP). stall_window / stall_rtol: stop when
-    α²L decreased by less than stall_rtol·α²L over stall_window steps (None: off). max_time: budget in
+    when_fitted: stop when the run is SAT, max Δ ≤ delta_tol (δ = 1e-3 by default; 0 = strict N_Δ = 0; max Δ
+    over all ranks under DDP). when_unsat: stop when the run is UNSAT, i.e. the loss converged with margins
+    unmet (``observables.jamming.LossConvergence``: after unsat_min_steps steps, the best α²L fell by less than
+    unsat_rtol, relative, since the step count was half of now, while flow time advanced).
+    stall_window / stall_rtol: stop when α²L decreased by less than stall_rtol·α²L over stall_window steps
+    (None: off; a fixed window, which can mistake slow SAT dynamics for UNSAT — prefer when_unsat). max_time: budget in
     flow time t (``pl_module.flow_time``; None: off), also handed to an optimiser with a ``max_time``
     param-group entry (GradientFlow) that has none, so the last step lands on t = max_time exactly.
     wall_cap_seconds: safety cap on wall-clock time,
     recorded as WALL_CAP (None: off). check_every: evaluate the rules every k steps (each check syncs
     the device once).
+
+    At the end of training the decision is taken on the full training set (rank 0): ``summary()`` gives
+    fit_state, n_delta_tol (#{Δ > δ}), delta_tol, delta_max and margins_n_dead (unmet margins with
+    ∇_w f = 0), also logged as ``margins/n_dead``; a warning when a run that is not SAT ends with dead points.
     """
 
     def __init__(
@@ -60,6 +81,10 @@ class StopRules(pl.Callback):
         max_time: float | None = None,
         wall_cap_seconds: float | None = None,
         check_every: int = 1,
+        delta_tol: float = DELTA_TOL,
+        when_unsat: bool = True,
+        unsat_rtol: float = UNSAT_RTOL,
+        unsat_min_steps: int = UNSAT_MIN_STEPS,
     ):
         self.when_fitted = check_bool("stop.when_fitted", when_fitted)
         self.stall_window = None if stall_window is None else check_positive_int("stop.stall_window", stall_window)
@@ -68,6 +93,12 @@ class StopRules(pl.Callback):
         self.wall_cap = (None if wall_cap_seconds is None
                          else check_positive_float("stop.wall_cap_seconds", wall_cap_seconds))
         self.check_every = check_positive_int("stop.check_every", check_every)
+        self.delta_tol = check_positive_float("stop.delta_tol", delta_tol, allow_zero=True)
+        self.when_unsat = check_bool("stop.when_unsat", when_unsat)
+        self.convergence = LossConvergence(unsat_rtol, unsat_min_steps)
+        self.converged = False
+        self.decision: dict[str, Any] = {}
+        self._sat_check: tuple[pl.Trainer, pl.LightningModule] | None = None
         self.reason: StopReason | None = None
         self._history: list[float] = []
         self._t_start = 0.0
@@ -80,12 +111,19 @@ class StopRules(pl.Callback):
                     if "max_time" in group and group["max_time"] is None:
                         group["max_time"] = self.max_time
 
-    def _decide(self, loss: float, n_delta: int, flow_time: float, wall: float) -> StopReason | None:
-        """The stop decision from the current values; None means go on."""
+    def _decide(self, loss: float, n_delta: int, flow_time: float, wall: float, delta_max: float | None = None,
+                step: int | None = None) -> StopReason | None:
+        """The stop decision from the current values; None means go on. ``delta_max`` None: judged on the
+        strict N_Δ; ``step`` None: the UNSAT rule is not fed."""
         if not math.isfinite(loss):
             return StopReason.DIVERGED
-        if self.when_fitted and n_delta == 0:
+        sat = n_delta == 0 if delta_max is None else delta_max <= self.delta_tol
+        if self.when_fitted and sat and self._verify_sat():
             return StopReason.ALL_MARGINS_MET
+        if step is not None:
+            self.converged = self.convergence.update(step, loss, flow_time)
+            if self.when_unsat and self.converged and not sat:
+                return StopReason.LOSS_CONVERGED
         if self.max_time is not None and flow_time >= self.max_time:
             return StopReason.TIME_BUDGET
         if self.stall_window is not None:  # the history holds one loss per check, every check_every steps
@@ -98,6 +136,21 @@ class StopRules(pl.Callback):
             return StopReason.WALL_CAP
         return None
 
+    def _verify_sat(self) -> bool:
+        """The batch statistics are those of the weights before the step just taken (and of one batch):
+        confirm SAT on the full training set at the current weights before stopping on it. Every rank sees
+        the same full set and weights, so all decide alike without a reduction."""
+        if self._sat_check is None:
+            return True
+        trainer, pl_module = self._sat_check
+        dm = trainer.datamodule
+        if dm is None or getattr(dm, "x_train", None) is None:
+            return True
+        x, y = full_set(trainer, pl_module, "x_train"), full_set(trainer, pl_module, "y_train")
+        with torch.no_grad():
+            d_max = float(margins(pl_module(x), y).max())
+        return d_max <= self.delta_tol if self.delta_tol > 0 else d_max <= 0
+
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if not isinstance(outputs, dict) or "n_delta" not in outputs or trainer.global_step % self.check_every:
@@ -106,8 +159,18 @@ class StopRules(pl.Callback):
         stats = torch.stack([outputs["loss_value"].double(), outputs["n_delta"].double()])
         stats = trainer.strategy.reduce(stats, reduce_op="sum")
         loss, n_delta = float(stats[0]) / trainer.world_size, int(stats[1])
-        reason = self._decide(loss, n_delta, float(getattr(pl_module, "flow_time", 0.0)),
-                              time.monotonic() - self._t_start)
+        delta_max = outputs.get("delta_max")
+        if delta_max is not None:
+            delta_max = delta_max.detach().double().reshape(())
+            if trainer.world_size > 1:  # max over the ranks' shards (a second reduction, under DDP only)
+                delta_max = trainer.strategy.reduce(delta_max.clone(), reduce_op="max")
+            delta_max = float(delta_max)
+        self._sat_check = (trainer, pl_module)
+        try:
+            reason = self._decide(loss, n_delta, float(getattr(pl_module, "flow_time", 0.0)),
+                                  time.monotonic() - self._t_start, delta_max, trainer.global_step)
+        finally:
+            self._sat_check = None
         if reason is not None:
             self.reason = reason
             trainer.should_stop = True
@@ -117,12 +180,35 @@ class StopRules(pl.Callback):
             max_steps = trainer.max_steps
             self.reason = StopReason.STEP_BUDGET if max_steps > 0 and trainer.global_step >= max_steps \
                 else StopReason.INTERRUPTED
+        if trainer.is_global_zero:
+            self._final_decision(trainer, pl_module)
+
+    def _final_decision(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """fit_state and its fields from Δ on the full training set (rank 0), dead points from the NTK diagonal."""
+        dm = trainer.datamodule
+        if dm is None or getattr(dm, "x_train", None) is None:
+            return
+        x, y = full_set(trainer, pl_module, "x_train"), full_set(trainer, pl_module, "y_train")
+        with torch.no_grad():
+            delta = margins(pl_module(x), y)  # (P,)
+        net = getattr(pl_module, "net", None)
+        self.decision = decision_record(delta, self.converged, self.delta_tol,
+                                        net if isinstance(net, torch.nn.Module) else None, x)
+        n_dead = self.decision["margins_n_dead"]
+        if n_dead is not None:
+            log_metrics(trainer, {"margins/n_dead": n_dead}, trainer.global_step)
+        if n_dead and self.decision["fit_state"] != FitState.SAT.value:
+            rank_zero_warn(f"the run ends {self.decision['fit_state']} with {n_dead} dead points (unmet margins "
+                           "with ∇_w f = 0, frozen for ever): train biases (net.bias: 1.0) near jamming")
 
     def summary(self) -> dict[str, Any]:
-        return {"stop_reason": (self.reason or StopReason.INTERRUPTED).value}
+        return {"stop_reason": (self.reason or StopReason.INTERRUPTED).value, **self.decision}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self._history)}
+        return {"history": list(self._history), "convergence": self.convergence.state_dict(),
+                "converged": self.converged}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._history = list(state_dict.get("history", []))
+        self.convergence.load_state_dict(state_dict.get("convergence", {}))
+        self.converged = bool(state_dict.get("converged", False))

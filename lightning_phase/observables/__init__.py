@@ -6,6 +6,15 @@ brute-force definition in float64 (tests/test_observables.py).
 
 from lightning_phase.observables.dynamics import output_norm, t1, weights_change
 from lightning_phase.observables.hessian import Spectrum, hessian, hessian_spectrum
+from lightning_phase.observables.jamming import (
+    FitState,
+    LossConvergence,
+    dead_points,
+    decide_history,
+    decision_record,
+    fit_state,
+    n_delta_tol,
+)
 from lightning_phase.observables.margins import (
     TailFit,
     log_histogram,
@@ -14,9 +23,17 @@ from lightning_phase.observables.margins import (
     power_law_mle,
     tail_exponents,
 )
-from lightning_phase.observables.ntk import kernel_change, kernel_stats, ntk, ntk_loop
+from lightning_phase.observables.ntk import kernel_change, kernel_stats, ntk, ntk_diagonal, ntk_loop
 
 __all__ = [
+    "FitState",
+    "LossConvergence",
+    "dead_points",
+    "decide_history",
+    "decision_record",
+    "fit_state",
+    "n_delta_tol",
+    "ntk_diagonal",
     "Spectrum",
     "TailFit",
     "hessian",
