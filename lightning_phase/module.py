@@ -12,8 +12,9 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from lightning_phase.errors import ConfigError, check_positive_float
+from lightning_phase.errors import ConfigError, check_positive_float, check_positive_int
 from lightning_phase.losses import get_loss, margins, n_delta
+from lightning_phase.nets.members import Members
 
 
 def _sgd(params) -> torch.optim.Optimizer:
@@ -30,9 +31,17 @@ class PhaseModule(pl.LightningModule):
     ``lr_scheduler``: an optional ``torch.optim.lr_scheduler`` class taking the optimiser (YAML
     ``model.lr_scheduler: {class_path: torch.optim.lr_scheduler.MultiStepLR, init_args: {milestones: [...]}}``),
     stepped once per optimiser step, counted in steps; ReduceLROnPlateau is stepped with the training loss α²L
-    (averaged over ranks), so its ``patience`` counts steps too. Flow time t adds the rate each step used.
+    (averaged over ranks and members), so its ``patience`` counts steps too. Flow time t adds the rate each
+    step used. With a scheduler ``train/lr`` is logged.
     Logs each step ``train/loss`` (= α²L), ``train/n_delta`` (#{Δ > 0}), ``train/error`` (fraction
-    with yF ≤ 0), ``train/lr`` with a scheduler; on validation ``test/loss`` and ``test/error``.
+    with yF ≤ 0); on validation ``test/loss`` and ``test/error``.
+
+    ``members`` K > 1 trains K copies of the architecture that differ in their init seed (member k = the
+    single run with init seed + k, see :mod:`lightning_phase.nets.members`) as one batched computation:
+    outputs, per-member losses, N_Δ and errors gain a leading axis K, the loss minimised is Σ_k L_k (so each
+    member gets its own gradient), each member has its own flow time (``member_flow_time``) and stops on
+    its own (``freeze_member``, called by the stop rules): a stopped member's weights no longer change.
+    Logs ``train/*`` averaged over the members and ``member_<k>/train/*`` per member (K ≤ 16).
     """
 
     def __init__(
@@ -43,23 +52,31 @@ class PhaseModule(pl.LightningModule):
         loss: str = "soft_hinge",
         loss_beta: float = 20.0,
         optimizer: OptimizerCallable = _sgd,
+        members: int = 1,
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise ConfigError("model.net", type(net).__name__, "an nn.Module mapping (P, ...) to (P,)")
+        self.members = check_positive_int("model.members", members)
+        if members > 1:
+            net = Members.from_net(net, members)
         self.net = net
         self.alpha, self.alpha_tilde = self._resolve_alpha(net, alpha, alpha_tilde)
         self.loss_name, self.loss_beta = loss, loss_beta
         self.loss_fn = get_loss(loss, loss_beta)
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
-        self.scheduler: Any = None  # stepped by optimizer_step (not by Lightning: see _step_scheduler)
+        self.scheduler: Any = None  # stepped by optimizer_step (not by Lightning: see _attach_scheduler)
+        self._pending_scheduler_state: dict[str, Any] | None = None
         self._last_loss: Tensor | None = None
         self.net0 = copy.deepcopy(net).requires_grad_(False)  # frozen f(w₀, ·)
         self._f0_cache: tuple[Tensor, Tensor] | None = None
         self.test_loss, self.test_error = MeanMetric(), MeanMetric()
-        self.flow_time = 0.0  # continuous time t = Σ dt of the accepted steps
+        self.flow_time = 0.0  # continuous time t = Σ dt of the accepted steps (members: the largest t_k)
+        self.member_flow_time = [0.0] * self.members  # t_k of each member
+        self.member_active = [True] * self.members  # False once member k's stop rule fired
+        self._frozen: dict[int, list[Tensor]] = {}  # member k → its parameters when it stopped
         self._last_outputs: Tensor | None = None  # F on the training batch at the last evaluation
         self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
 
@@ -80,8 +97,8 @@ class PhaseModule(pl.LightningModule):
     # ---- the α-scaled function ------------------------------------------------------------
     @property
     def n_params(self) -> int:
-        """N: number of trainable parameters of the net (f₀ not counted)."""
-        return sum(p.numel() for p in self.net.parameters())
+        """N: number of trainable parameters of the net (f₀ not counted; of one member)."""
+        return sum(p.numel() for p in self.net.parameters()) // self.members
 
     def f0(self, x: Tensor) -> Tensor:
         """f(w₀, x), cached for the last batch object (the full batch is the same tensor every step)."""
@@ -93,14 +110,14 @@ class PhaseModule(pl.LightningModule):
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        """F(w, x) = α·(f(w, x) − f(w₀, x)); x (P, ...) → (P,)."""
+        """F(w, x) = α·(f(w, x) − f(w₀, x)); x (P, ...) → (P,), or (K, P) with K members."""
         return self.alpha * (self._scalar_output(self.net(x), x) - self.f0(x))
 
-    @staticmethod
-    def _scalar_output(out: Tensor, x: Tensor) -> Tensor:
-        if out.dim() == 2 and out.shape[1] == 1:
+    def _scalar_output(self, out: Tensor, x: Tensor) -> Tensor:
+        if out.dim() == 2 and out.shape[1] == 1 and self.members == 1:
             out = out.squeeze(1)
-        if out.shape != x.shape[:1]:
+        expected = x.shape[:1] if self.members == 1 else (self.members, x.shape[0])
+        if out.shape != expected:
             raise ConfigError("model.net", f"output shape {tuple(out.shape)}",
                               f"shape ({x.shape[0]},): one scalar per sample")
         return out
@@ -117,21 +134,25 @@ class PhaseModule(pl.LightningModule):
 
     # ---- loss and statistics -------------------------------------------------------------------
     def stats(self, F_out: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """loss = α²L = mean ℓ(yF) (differentiable), n_delta = #{Δ > 0}, delta_max = max Δ,
-        error = mean[yF ≤ 0]."""
+        """loss = α²L = mean ℓ(yF) (differentiable), n_delta = #{Δ > 0}, delta_max = max Δ (detached),
+        error = mean[yF ≤ 0], each a mean/count/max over the samples (last axis): () for F (P,), (K,) for
+        members' F (K, P)."""
         z = y * F_out
         delta = margins(F_out, y)
         return {
-            "loss": self.loss_fn(z).mean(),
+            "loss": self.loss_fn(z).mean(-1),
             "n_delta": n_delta(delta),
-            "delta_max": delta.detach().max(),
-            "error": (z <= 0).to(F_out.dtype).mean(),
+            "delta_max": delta.detach().amax(-1),
+            "error": (z <= 0).to(F_out.dtype).mean(-1),
         }
 
     @torch.no_grad()
-    def evaluate(self, x: Tensor, y: Tensor) -> dict[str, float]:
-        """Loss (α²L), N_Δ and error of the current net on (x, y), as Python numbers."""
+    def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Any]:
+        """Loss (α²L), N_Δ and error of the current net on (x, y), as Python numbers (lists of K with members)."""
         s = self.stats(self(x), y)
+        if self.members > 1:
+            return {"loss": s["loss"].tolist(), "n_delta": s["n_delta"].tolist(),
+                    "delta_max": s["delta_max"].tolist(), "error": s["error"].tolist()}
         return {"loss": float(s["loss"]), "n_delta": int(s["n_delta"]), "delta_max": float(s["delta_max"]),
                 "error": float(s["error"])}
 
@@ -140,7 +161,9 @@ class PhaseModule(pl.LightningModule):
         F_out = self(x)
         self._last_outputs = F_out.detach()  # read by GradientFlow (d_out) through last_outputs()
         s = self.stats(F_out, y)
-        self._last_loss = s["loss"].detach()
+        self._last_loss = s["loss"].detach().mean()  # for ReduceLROnPlateau (members: their mean)
+        if self.members > 1:
+            return self._members_step_output(s, F_out, len(y))
         if self._logs_this_step():  # under DDP: N_Δ summed over the ranks' shards, loss and error averaged
             self.log("train/n_delta", s["n_delta"].float(), on_step=True, on_epoch=False, batch_size=len(y),
                      sync_dist=True, reduce_fx="sum")
@@ -149,6 +172,31 @@ class PhaseModule(pl.LightningModule):
         # Gradient of L = (1/α²)·mean ℓ, logged value is α²L.
         return {"loss": s["loss"] / self.alpha**2, "loss_value": s["loss"].detach(),
                 "n_delta": s["n_delta"].detach(), "delta_max": s["delta_max"], "outputs": F_out.detach()}
+
+    def _members_step_output(self, s: dict[str, Tensor], F_out: Tensor, batch_size: int) -> dict[str, Any]:
+        """training_step with K members: minimise Σ_k L_k over the members still training (a stopped or
+        diverged member contributes exactly 0, not 0·NaN)."""
+        if self._logs_this_step():
+            logs = {"train/loss": s["loss"].detach().mean(), "train/n_delta": s["n_delta"].double().mean(),
+                    "train/error": s["error"].mean()}
+            if self.members <= 16:
+                for k in range(self.members):
+                    logs.update({f"member_{k}/train/loss": s["loss"][k].detach(),
+                                 f"member_{k}/train/n_delta": s["n_delta"][k].double(),
+                                 f"member_{k}/train/error": s["error"][k]})
+            self.log_dict({k: v.float() for k, v in logs.items()}, on_step=True, on_epoch=False,
+                          batch_size=batch_size, sync_dist=True)
+        active = torch.tensor(self.member_active, device=F_out.device)
+        total = torch.where(active, s["loss"], torch.zeros_like(s["loss"])).sum()
+        return {"loss": total / self.alpha**2, "loss_value": s["loss"].detach(), "n_delta": s["n_delta"].detach(),
+                "delta_max": s["delta_max"], "outputs": F_out.detach()}
+
+    def freeze_member(self, k: int) -> None:
+        """Stop member k: from now on no optimiser step changes its weights (its clock t_k stops too)."""
+        if not self.member_active[k]:
+            return
+        self.member_active[k] = False
+        self._frozen[k] = [p[k].detach().clone() for p in self.net.parameters()]
 
     def _logs_this_step(self) -> bool:
         """True on the steps the logger writes (every ``trainer.log_every_n_steps``): self.log costs ~35% of a
@@ -175,6 +223,8 @@ class PhaseModule(pl.LightningModule):
         opt = self.optimizer_factory(self.net.parameters())
         if hasattr(opt, "watch_outputs"):  # GradientFlow measures d_out = max|F' − F| on our outputs
             opt.watch_outputs(self.last_outputs)
+        if self.members > 1 and hasattr(opt, "set_members"):  # GradientFlow: one dt and clock per member
+            opt.set_members(self.members, lambda: self.member_active)
         self._attach_scheduler(opt)
         return opt
 
@@ -185,9 +235,7 @@ class PhaseModule(pl.LightningModule):
         self.scheduler = None if self.scheduler_factory is None else self.scheduler_factory(opt)
         if self._pending_scheduler_state is not None and self.scheduler is not None:
             self.scheduler.load_state_dict(self._pending_scheduler_state)
-        self._pending_scheduler_state = None
-
-    _pending_scheduler_state: dict[str, Any] | None = None
+            self._pending_scheduler_state = None
 
     def _step_scheduler(self) -> None:
         """One scheduler step after an optimiser step (ReduceLROnPlateau: on α²L of that step, rank mean)."""
@@ -209,11 +257,32 @@ class PhaseModule(pl.LightningModule):
         # Flow time: an optimiser that integrates gradient flow reports its accepted dt; plain GD's dt is lr.
         opt = getattr(optimizer, "optimizer", optimizer)  # unwrap LightningOptimizer
         dt = getattr(opt, "last_dt", None)
-        self.flow_time += float(dt if dt is not None else opt.param_groups[0].get("lr", 0.0))
+        if self.members > 1:
+            self._members_after_step(opt, dt)
+        else:
+            self.flow_time += float(dt if dt is not None else opt.param_groups[0].get("lr", 0.0))
         self._step_scheduler()  # after t took the rate this step used
+
+    @torch.no_grad()
+    def _members_after_step(self, opt: torch.optim.Optimizer, dt: Any) -> None:
+        """Per-member clocks; an optimiser that moves every member (SGD, Adam: momentum) has its update of the
+        stopped members undone, so their weights stay those of the step at which they stopped."""
+        if isinstance(dt, list):  # a member-aware integrator (GradientFlow) reports each member's dt
+            dts = dt
+        else:
+            lr = float(dt if dt is not None else opt.param_groups[0].get("lr", 0.0))
+            dts = [lr if a else 0.0 for a in self.member_active]
+            for k, saved in self._frozen.items():
+                for p, w in zip(self.net.parameters(), saved):
+                    p[k].copy_(w)
+        for k, d in enumerate(dts):
+            self.member_flow_time[k] += float(d)
+        self.flow_time = max(self.member_flow_time)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["flow_time"] = self.flow_time  # a resumed run continues the same clock
+        checkpoint["member_flow_time"] = list(self.member_flow_time)
+        checkpoint["member_active"] = list(self.member_active)
         if self.scheduler is not None:
             checkpoint["lp_lr_scheduler"] = self.scheduler.state_dict()
 
@@ -223,3 +292,25 @@ class PhaseModule(pl.LightningModule):
         if self._pending_scheduler_state is not None and self.scheduler is not None:
             self.scheduler.load_state_dict(self._pending_scheduler_state)
             self._pending_scheduler_state = None
+        self.member_flow_time = list(checkpoint.get("member_flow_time", [self.flow_time] * self.members))
+        active = list(checkpoint.get("member_active", [True] * self.members))
+        self.member_active = [True] * self.members
+        self._frozen = {}
+        self._pending_freeze = [k for k, a in enumerate(active) if not a]  # frozen once the weights are loaded
+
+    # Callbacks of this package that read the net as one network (one output per sample) and so refuse members.
+    _SINGLE_NET_CALLBACKS = ("NTKChange", "Margins", "WeightsChange", "TimeScale", "HessianSpectrum")
+
+    def on_fit_start(self) -> None:
+        if self.members == 1:
+            return
+        for cb in self.trainer.callbacks:
+            name = type(cb).__name__
+            if type(cb).__module__.startswith("lightning_phase.callbacks") and name in self._SINGLE_NET_CALLBACKS:
+                raise ConfigError("model.members", self.members,
+                                  f"1 with the {name} callback (it measures one net; not per member yet)")
+
+    def on_train_start(self) -> None:
+        for k in getattr(self, "_pending_freeze", []):
+            self.freeze_member(k)
+        self._pending_freeze = []

@@ -33,11 +33,12 @@ import torch
 from torch import Tensor
 
 from lightning_phase.errors import ConfigError, check_positive_float, check_positive_int
+from lightning_phase.optim_members import MemberFlowMixin
 
 _GROUP_STATE = ("dt", "time", "n_accepted", "n_rejected", "d_grad", "d_out")
 
 
-class GradientFlow(torch.optim.Optimizer):
+class GradientFlow(MemberFlowMixin, torch.optim.Optimizer):
     """Adaptive-step gradient flow (SCIENCE.md §3), optionally with continuous momentum.
 
     Args:
@@ -52,6 +53,9 @@ class GradientFlow(torch.optim.Optimizer):
         max_time: optional end time T: the step that would cross T is shortened to land on it exactly;
             afterwards ``step`` only evaluates the closure (``last_dt`` = 0). Lets runs compare at equal t.
         max_rejections: rejections in a row before ``step`` raises (dt has then shrunk by 10^this).
+
+    With ``set_members(K, active_fn)`` (called by PhaseModule for ``model.members: K``) every member has its
+    own dt, clock and accept/reject decision: see :mod:`lightning_phase.optim_members`.
 
     State (checkpointed in ``state_dict()["param_groups"][0]``): ``dt``, ``time`` (t), ``n_accepted``,
     ``n_rejected``, ``d_grad`` and ``d_out`` of the last accepted step; velocity per parameter.
@@ -106,8 +110,11 @@ class GradientFlow(torch.optim.Optimizer):
         return self.param_groups[0]["time"]
 
     def stats(self) -> dict[str, float]:
-        """``dynamics/*`` scalars: dt, time, accepted and rejected step counts, last d_grad, d_out."""
+        """``dynamics/*`` scalars: dt, time, accepted and rejected step counts, last d_grad, d_out (member 0's
+        with members)."""
         g = self.param_groups[0]
+        if self._members:
+            g = {name: values[0] for name, values in g["members"].items()}
         return {"dynamics/dt": g["dt"], "dynamics/time": g["time"], "dynamics/steps": float(g["n_accepted"]),
                 "dynamics/rejections": float(g["n_rejected"]), "dynamics/d_grad": g["d_grad"],
                 "dynamics/d_out": g["d_out"]}
@@ -159,6 +166,8 @@ class GradientFlow(torch.optim.Optimizer):
         """
         if closure is None:
             raise ValueError("GradientFlow.step needs a closure (to re-evaluate the loss)")
+        if self._members:  # K members, each with its own dt and clock (optim_members.py)
+            return self._member_step(closure)
         group = self.param_groups[0]
         params = self._params()
         if not self._cache_valid(params):  # first step, after a restore, or w changed outside

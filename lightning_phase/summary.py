@@ -12,6 +12,7 @@ from typing import Any
 
 SCHEMA_VERSION = 1
 SUMMARY_FILE = "summary.json"
+OUTPUTS_FILE = "outputs.npz"
 
 
 def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
@@ -19,6 +20,17 @@ def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+
+
+def write_npz_atomic(path: Path, arrays: dict[str, Any]) -> None:
+    """Write numpy arrays to ``path`` (.npz, uncompressed) via a temporary file and os.replace."""
+    import numpy as np
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
     os.replace(tmp, path)
 
 

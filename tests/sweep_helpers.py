@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from lightning_phase.sweep import commands
 from lightning_phase.sweep.storage import open_storage
 
-TOY = "lightning_phase.sweep.toy:run_toy"
+TOY = "toy_runner:run_toy"
 TOY_BASE = {"model": {"net": {"class_path": "lightning_phase.nets.FullyConnected",
                               "init_args": {"width": 8, "depth": 2}}, "alpha_tilde": 1.0},
             "data": {"dataset": "random", "n_train": 40}}

@@ -10,11 +10,11 @@ import math
 import pytest
 from optuna.trial import TrialState
 from sweep_helpers import TOY, check_exactly_once, kill_and_restart, start, trials, write_spec
+from toy_runner import toy_n_params
 
 from lightning_phase.sweep import commands, expand_values, parse_spec
 from lightning_phase.sweep.spec import ThresholdSpec
 from lightning_phase.sweep.threshold import max_widths, search
-from lightning_phase.sweep.toy import toy_n_params
 
 
 @pytest.fixture(autouse=True)
@@ -34,8 +34,9 @@ def test_grid_points_are_the_product_in_sorted_key_order():
     spec = parse_spec({"base": {"model": {}}, "grid": {"seed_everything": [0, 1], "model.alpha_tilde": [1.0, 2.0]}})
     assert spec.n_points == 4
     assert spec.points()[1] == {"model.alpha_tilde": 1.0, "seed_everything": 1}
-    cfg = spec.run_config({"model.net.init_args.width": 5, "seed_everything": 3})
-    assert cfg == {"model": {"net": {"init_args": {"width": 5}}}, "seed_everything": 3}
+    assert spec.overrides({"model.net.init_args.width": 5, "seed_everything": 3, "model.loss": "null",
+                           "trainer.logger": False}) == [
+        "--model.net.init_args.width=5", "--seed_everything=3", '--model.loss="null"', "--trainer.logger=false"]
 
 
 @pytest.mark.parametrize("spec, field", [
@@ -45,7 +46,6 @@ def test_grid_points_are_the_product_in_sorted_key_order():
     ({"grid": {"model.net.init_args.width": {"range": [64, 8, 8]}}}, "range"),
     ({"grid": {"model.alpha_tilde": {"logspace": [-2, 2, 0]}}}, "logspace"),
     ({"grid": {"model.alpha_tilde": {"linspace": [0, 1, 3]}}}, "grid.model.alpha_tilde"),
-    ({"grid": {"modle.alpha_tilde": [1.0]}}, "section"),
     ({"grid": {"seed_everything": [0, 0]}}, "grid.seed_everything"),
     ({"grid": {"seed_everything": [0]}, "objective": "accuracy"}, "objective"),
     ({"grid": {"seed_everything": [0]}, "direction": "down"}, "direction"),

@@ -70,3 +70,23 @@ def test_typo_in_a_grid_key_fails_before_any_trial(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "widht" in err, err
     assert trials(st, "typo") == []
+
+
+def test_a_runs_own_config_yaml_is_a_sweep_base_and_the_grid_value_is_used(tmp_path):
+    from lightning_phase.run import fit
+
+    small = {**RANDOM_BASE, "trainer": {"max_steps": 5}}
+    first = fit(small, [f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
+                        "--trainer.enable_progress_bar=false"])
+    config_yaml = tmp_path / "runs" / "lightning_phase" / "version_0" / "config.yaml"
+    assert config_yaml.is_file() and first["alpha_tilde"] == 10.0
+    st = str(tmp_path / "s.journal")
+    spec = tmp_path / "own.yaml"
+    spec.write_text(yaml.safe_dump({"base": str(config_yaml), "grid": {"model.alpha_tilde": [3.0, 30.0]},
+                                    "objective": "train_loss"}))
+    assert commands.main(["sweep", str(spec), "--storage", st, "--no-progress"]) == 0
+    ts = trials(st, "own")
+    assert sorted(t.user_attrs["summary"]["alpha_tilde"] for t in ts) == [3.0, 30.0]
+    for t in ts:   # the trial's own resolved config.yaml holds its grid value, and re-runs alone
+        resolved = yaml.safe_load((tmp_path / "runs" / "own" / f"trial_{t.number:05d}" / "config.yaml").read_text())
+        assert resolved["model"]["init_args"]["alpha_tilde"] == t.params["model.alpha_tilde"]

@@ -7,6 +7,7 @@ time, except the optional recorded safety cap (SCIENCE.md §2, STYLE.md habit 13
 
 from __future__ import annotations
 
+import copy
 import enum
 import math
 import time
@@ -33,7 +34,7 @@ class StopReason(str, enum.Enum):
     """Why a run ended; the value goes into summary.json as ``stop_reason``."""
 
     ALL_MARGINS_MET = "ALL_MARGINS_MET"  # SAT: max Δ ≤ delta_tol (every training point has y·F ≥ 1 − δ)
-    LOSS_CONVERGED = "LOSS_CONVERGED"  # UNSAT: best α²L fell < unsat_rtol per doubling of the step count
+    LOSS_CONVERGED = "LOSS_CONVERGED"  # UNSAT: best α²L fell < unsat_rtol per doubling of the flow time
     LOSS_STALLED = "LOSS_STALLED"  # α²L fell by less than stall_rtol (relative) over stall_window steps
     STEP_BUDGET = "STEP_BUDGET"  # trainer.max_steps reached
     TIME_BUDGET = "TIME_BUDGET"  # flow time t ≥ max_time
@@ -57,20 +58,26 @@ class StopRules(pl.Callback):
     """Stops training when a rule fires and records the reason (``self.reason``) for the run summary.
 
     when_fitted: stop when the run is SAT, max Δ ≤ delta_tol (δ = 1e-3 by default; 0 = strict N_Δ = 0; max Δ
-    over all ranks under DDP). when_unsat: stop when the run is UNSAT, i.e. the loss converged with margins
-    unmet (``observables.jamming.LossConvergence``: after unsat_min_steps steps, the best α²L fell by less than
-    unsat_rtol, relative, since the step count was half of now, while flow time advanced).
-    stall_window / stall_rtol: stop when α²L decreased by less than stall_rtol·α²L over stall_window steps
-    (None: off; a fixed window, which can mistake slow SAT dynamics for UNSAT — prefer when_unsat). max_time: budget in
+    over all ranks under DDP), confirmed on the full training set at the current weights. when_unsat: stop
+    when the run is UNSAT, i.e. the loss converged with margins unmet (``observables.jamming.LossConvergence``:
+    after unsat_min_steps steps, the best α²L fell by less than unsat_rtol, relative, since the flow time was
+    half of now). stall_window / stall_rtol: stop when α²L decreased by less than stall_rtol·α²L over
+    stall_window steps (None: off; a fixed window can mistake slow SAT dynamics for UNSAT — prefer
+    when_unsat). max_time: budget in
     flow time t (``pl_module.flow_time``; None: off), also handed to an optimiser with a ``max_time``
     param-group entry (GradientFlow) that has none, so the last step lands on t = max_time exactly.
     wall_cap_seconds: safety cap on wall-clock time,
     recorded as WALL_CAP (None: off). check_every: evaluate the rules every k steps (each check syncs
     the device once).
 
+    With K members (``model.members``) every member has its own rules, history and reason: a member whose
+    rule fires is frozen (``pl_module.freeze_member(k)``) while the others go on; training ends when all
+    have stopped. ``reason`` is then member 0's; ``member_reasons`` and ``member_steps`` hold each one's.
+
     At the end of training the decision is taken on the full training set (rank 0): ``summary()`` gives
     fit_state, n_delta_tol (#{Δ > δ}), delta_tol, delta_max and margins_n_dead (unmet margins with
     ∇_w f = 0), also logged as ``margins/n_dead``; a warning when a run that is not SAT ends with dead points.
+    With members these are member 0's, and ``member_fit_state`` lists every member's decision.
     """
 
     def __init__(
@@ -98,10 +105,13 @@ class StopRules(pl.Callback):
         self.convergence = LossConvergence(unsat_rtol, unsat_min_steps)
         self.converged = False
         self.decision: dict[str, Any] = {}
-        self._sat_check: tuple[pl.Trainer, pl.LightningModule] | None = None
+        self._sat_check: tuple | None = None  # (trainer, module, member index or None) while deciding
         self.reason: StopReason | None = None
         self._history: list[float] = []
         self._t_start = 0.0
+        self.member_reasons: list[StopReason | None] | None = None
+        self.member_steps: list[int | None] | None = None
+        self._member_rules: list[StopRules] | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t_start = time.monotonic()
@@ -142,37 +152,78 @@ class StopRules(pl.Callback):
         the same full set and weights, so all decide alike without a reduction."""
         if self._sat_check is None:
             return True
-        trainer, pl_module = self._sat_check
+        trainer, pl_module, k = self._sat_check
         dm = trainer.datamodule
         if dm is None or getattr(dm, "x_train", None) is None:
             return True
         x, y = full_set(trainer, pl_module, "x_train"), full_set(trainer, pl_module, "y_train")
         with torch.no_grad():
-            d_max = float(margins(pl_module(x), y).max())
-        return d_max <= self.delta_tol if self.delta_tol > 0 else d_max <= 0
+            delta = margins(pl_module(x), y)  # (P,) or (K, P) with members
+        d_max = float((delta if k is None else delta[k]).max())
+        return d_max <= self.delta_tol
+
+    @staticmethod
+    def _delta_max(trainer: pl.Trainer, outputs: dict[str, Any]) -> torch.Tensor | None:
+        """max Δ of the batch, () or (K,), over all ranks (a second reduction, under DDP only)."""
+        delta_max = outputs.get("delta_max")
+        if delta_max is None:
+            return None
+        delta_max = delta_max.detach().double()
+        if trainer.world_size > 1:
+            delta_max = trainer.strategy.reduce(delta_max.clone(), reduce_op="max")
+        return delta_max
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if not isinstance(outputs, dict) or "n_delta" not in outputs or trainer.global_step % self.check_every:
             return
+        if outputs["n_delta"].dim() == 1:
+            self._members_batch_end(trainer, pl_module, outputs)
+            return
         # One tensor, one reduction, one device sync: [α²L, N_Δ] summed over ranks (loss averaged).
         stats = torch.stack([outputs["loss_value"].double(), outputs["n_delta"].double()])
         stats = trainer.strategy.reduce(stats, reduce_op="sum")
         loss, n_delta = float(stats[0]) / trainer.world_size, int(stats[1])
-        delta_max = outputs.get("delta_max")
-        if delta_max is not None:
-            delta_max = delta_max.detach().double().reshape(())
-            if trainer.world_size > 1:  # max over the ranks' shards (a second reduction, under DDP only)
-                delta_max = trainer.strategy.reduce(delta_max.clone(), reduce_op="max")
-            delta_max = float(delta_max)
-        self._sat_check = (trainer, pl_module)
+        delta_max = self._delta_max(trainer, outputs)
+        self._sat_check = (trainer, pl_module, None)
         try:
             reason = self._decide(loss, n_delta, float(getattr(pl_module, "flow_time", 0.0)),
-                                  time.monotonic() - self._t_start, delta_max, trainer.global_step)
+                                  time.monotonic() - self._t_start,
+                                  None if delta_max is None else float(delta_max), trainer.global_step)
         finally:
             self._sat_check = None
         if reason is not None:
             self.reason = reason
+            trainer.should_stop = True
+
+    def _members_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any) -> None:
+        """The rules of each member k on its own α²L_k, N_Δ,k and clock t_k; freeze the ones that fire."""
+        k_all = outputs["n_delta"].shape[0]
+        if self._member_rules is None:
+            self._member_rules = []
+            for _ in range(k_all):
+                self._member_rules.append(self._member_copy([]))
+            self.member_reasons, self.member_steps = [None] * k_all, [None] * k_all
+        stats = torch.stack([outputs["loss_value"].double(), outputs["n_delta"].double()])  # (2, K), one sync
+        stats = trainer.strategy.reduce(stats, reduce_op="sum").tolist()
+        delta_max = self._delta_max(trainer, outputs)
+        delta_max = None if delta_max is None else delta_max.tolist()
+        wall = time.monotonic() - self._t_start
+        for k, rules in enumerate(self._member_rules):
+            if not pl_module.member_active[k]:
+                continue
+            rules._sat_check = (trainer, pl_module, k)
+            try:
+                reason = rules._decide(stats[0][k] / trainer.world_size, int(stats[1][k]),
+                                       pl_module.member_flow_time[k], wall,
+                                       None if delta_max is None else delta_max[k], trainer.global_step)
+            finally:
+                rules._sat_check = None
+            if reason is not None:
+                self.member_reasons[k], self.member_steps[k] = reason, trainer.global_step
+                pl_module.freeze_member(k)
+        if not any(pl_module.member_active):
+            self.reason = self.member_reasons[0]
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -180,20 +231,39 @@ class StopRules(pl.Callback):
             max_steps = trainer.max_steps
             self.reason = StopReason.STEP_BUDGET if max_steps > 0 and trainer.global_step >= max_steps \
                 else StopReason.INTERRUPTED
+        if self.member_reasons is not None:  # members still training when the loop ended share its reason
+            for k, r in enumerate(self.member_reasons):
+                if r is None:
+                    self.member_reasons[k], self.member_steps[k] = self.reason, trainer.global_step
+            self.reason = self.member_reasons[0]
         if trainer.is_global_zero:
             self._final_decision(trainer, pl_module)
 
+    def _member_copy(self, history: list[float]) -> StopRules:
+        """The rules of one member: same settings, its own history and loss-convergence state."""
+        rules = copy.copy(self)
+        rules._history, rules._member_rules, rules.reason = list(history), None, None
+        rules.convergence = LossConvergence(self.convergence.rtol, self.convergence.min_steps)
+        rules.converged, rules.decision = False, {}
+        return rules
+
     def _final_decision(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """fit_state and its fields from Δ on the full training set (rank 0), dead points from the NTK diagonal."""
+        """fit_state and its fields from Δ on the full training set (rank 0), dead points from the NTK diagonal
+        (single nets: a members net is batched, its diagonal is not computed)."""
         dm = trainer.datamodule
         if dm is None or getattr(dm, "x_train", None) is None:
             return
         x, y = full_set(trainer, pl_module, "x_train"), full_set(trainer, pl_module, "y_train")
         with torch.no_grad():
-            delta = margins(pl_module(x), y)  # (P,)
+            delta = margins(pl_module(x), y)  # (P,), or (K, P) with members
+        if delta.dim() == 2:
+            rules = self._member_rules or [self] * delta.shape[0]
+            recs = [decision_record(delta[k], rules[k].converged, self.delta_tol) for k in range(delta.shape[0])]
+            self.decision = {**recs[0], "member_fit_state": [r["fit_state"] for r in recs]}
+            return
         net = getattr(pl_module, "net", None)
-        self.decision = decision_record(delta, self.converged, self.delta_tol,
-                                        net if isinstance(net, torch.nn.Module) else None, x)
+        trained = isinstance(net, torch.nn.Module) and not getattr(pl_module, "lazy_limit", False)
+        self.decision = decision_record(delta, self.converged, self.delta_tol, net if trained else None, x)
         n_dead = self.decision["margins_n_dead"]
         if n_dead is not None:
             log_metrics(trainer, {"margins/n_dead": n_dead}, trainer.global_step)
@@ -202,13 +272,34 @@ class StopRules(pl.Callback):
                            "with ∇_w f = 0, frozen for ever): train biases (net.bias: 1.0) near jamming")
 
     def summary(self) -> dict[str, Any]:
-        return {"stop_reason": (self.reason or StopReason.INTERRUPTED).value, **self.decision}
+        out: dict[str, Any] = {"stop_reason": (self.reason or StopReason.INTERRUPTED).value, **self.decision}
+        if self.member_reasons is not None:
+            out["member_stop"] = [{"stop_reason": (r or StopReason.INTERRUPTED).value, "steps": s}
+                                  for r, s in zip(self.member_reasons, self.member_steps, strict=True)]
+        return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self._history), "convergence": self.convergence.state_dict(),
-                "converged": self.converged}
+        out: dict[str, Any] = {"history": list(self._history), "convergence": self.convergence.state_dict(),
+                               "converged": self.converged}
+        if self._member_rules is not None:
+            out["members"] = {"history": [list(r._history) for r in self._member_rules],
+                              "convergence": [r.convergence.state_dict() for r in self._member_rules],
+                              "converged": [r.converged for r in self._member_rules],
+                              "reasons": [None if r is None else r.value for r in self.member_reasons or []],
+                              "steps": list(self.member_steps or [])}
+        return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._history = list(state_dict.get("history", []))
         self.convergence.load_state_dict(state_dict.get("convergence", {}))
         self.converged = bool(state_dict.get("converged", False))
+        members = state_dict.get("members")
+        if members is not None:
+            self._member_rules = []
+            for k, hist in enumerate(members["history"]):
+                rules = self._member_copy(hist)
+                rules.convergence.load_state_dict((members.get("convergence") or [{}] * (k + 1))[k])
+                rules.converged = bool((members.get("converged") or [False] * (k + 1))[k])
+                self._member_rules.append(rules)
+            self.member_reasons = [None if r is None else StopReason(r) for r in members["reasons"]]
+            self.member_steps = list(members["steps"])

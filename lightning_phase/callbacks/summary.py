@@ -6,10 +6,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
+import torch
 
 from lightning_phase.callbacks.schedule import full_set
-from lightning_phase.summary import SCHEMA_VERSION, SUMMARY_FILE, config_hash, package_versions, write_json_atomic
+from lightning_phase.summary import (
+    OUTPUTS_FILE,
+    SCHEMA_VERSION,
+    SUMMARY_FILE,
+    config_hash,
+    package_versions,
+    write_json_atomic,
+    write_npz_atomic,
+)
 
 
 def run_dir(trainer: pl.Trainer) -> str | None:
@@ -25,6 +35,15 @@ class RunSummary(pl.Callback):
     seed, data_seed, n_train, train_loss (α²L), n_delta, train_error, test_loss, test_error (measured
     on the full sets at the end), steps, flow_time, stop_reason, status, wall_seconds, versions — plus
     ``cb.summary()`` of every other callback that defines it (measurement callbacks, stop rules).
+
+    With K members (``model.members``): ``members`` lists, for each member k, ``member`` k, ``seed`` (its
+    init seed), ``seed_source`` ("net.seed" or "seed_everything") and the fields of its single run's summary
+    (train_loss, n_delta, n_delta_over_p, train_error, test_loss, test_error, steps, flow_time,
+    stop_reason); the top-level fields of these names are member 0's, so a reader of single runs reads
+    member 0 as the run with the configured seed. ``n_members`` = K.
+
+    Beside it, unless the run crashed, ``outputs.npz`` (:func:`final_outputs`): the final outputs F on the
+    train, test and (when it is not empty) kernel sets with their labels, float64.
     """
 
     def __init__(self, config: dict[str, Any] | None = None, seed: int | None = None):
@@ -73,12 +92,16 @@ class RunSummary(pl.Callback):
             "wall_seconds": time.monotonic() - self._t0,
             "versions": package_versions(),
         }
+        evals: dict[str, dict[str, list]] = {}
         if dm is not None and hasattr(pl_module, "evaluate") and hasattr(dm, "x_train"):
             for split in ("train", "test"):
                 x, y = full_set(trainer, pl_module, f"x_{split}"), full_set(trainer, pl_module, f"y_{split}")
                 if len(y) == 0:
                     continue
                 ev = pl_module.evaluate(x, y)
+                if isinstance(ev["loss"], list):  # members: one value per member
+                    evals[split] = ev
+                    continue
                 rec[f"{split}_loss"], rec[f"{split}_error"] = ev["loss"], ev["error"]
                 if split == "train":
                     rec["n_delta"] = ev["n_delta"]
@@ -86,12 +109,19 @@ class RunSummary(pl.Callback):
         for cb in trainer.callbacks:
             if cb is not self and callable(getattr(cb, "summary", None)):
                 rec.update(cb.summary())
+        if getattr(pl_module, "members", 1) > 1:
+            _member_records(rec, pl_module, evals, len(getattr(dm, "y_train", [])))
         rec.update(extra or {})
         if rec.get("stop_reason") == "DIVERGED":
             rec["status"] = "diverged"
         self._log_hparams(trainer, rec)
         self.path = Path(log_dir) / SUMMARY_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if status != "crashed" and dm is not None and hasattr(dm, "x_train"):
+            try:
+                write_npz_atomic(self.path.with_name(OUTPUTS_FILE), final_outputs(trainer, pl_module))
+            except Exception as exc:  # the summary must be written even if the outputs cannot be
+                rec["outputs_error"] = f"{type(exc).__name__}: {exc}"
         write_json_atomic(self.path, rec)
         self.record = rec
 
@@ -111,3 +141,41 @@ class RunSummary(pl.Callback):
             logger.save()
         except Exception as exc:  # a logger that cannot take hparams must not lose the summary
             rec["hparams_error"] = f"{type(exc).__name__}: {exc}"
+
+
+def _member_records(rec: dict[str, Any], pl_module: pl.LightningModule, evals: dict[str, dict[str, list]],
+                    n_train: int) -> None:
+    """rec["members"]: one single-run record per member; the top-level fields of those names = member 0's."""
+    k_all = pl_module.members
+    stops = rec.pop("member_stop", None) or [{"stop_reason": rec.get("stop_reason"), "steps": rec.get("steps")}] * k_all
+    seeds = getattr(pl_module.net, "seeds", None) or [(None, None)] * k_all
+    members = []
+    for k in range(k_all):
+        m: dict[str, Any] = {"member": k, "seed": seeds[k][1], "seed_source": seeds[k][0],
+                             "flow_time": pl_module.member_flow_time[k], **stops[k]}
+        for split, ev in evals.items():
+            m[f"{split}_loss"], m[f"{split}_error"] = ev["loss"][k], ev["error"][k]
+            if split == "train":
+                m["n_delta"] = ev["n_delta"][k]
+                m["n_delta_over_p"] = ev["n_delta"][k] / max(n_train, 1)
+        members.append(m)
+    rec["members"], rec["n_members"] = members, k_all
+    rec.update({key: v for key, v in members[0].items() if key not in ("member", "seed", "seed_source")})
+
+
+@torch.no_grad()
+def final_outputs(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, np.ndarray]:
+    """The module's outputs F = α(f(w, x) − f(w₀, x)) on the data module's full sets, as float64 numpy:
+    ``train_F``, ``train_y``, ``test_F``, ``test_y`` and, when the kernel set is not empty, ``kernel_F``,
+    ``kernel_y``. F has the module's output shape: (P,) for one net, a leading members axis (M, P) where
+    the module trains several; y is (P,). Rank 0 only (called from RunSummary)."""
+    out: dict[str, np.ndarray] = {}
+    for split in ("train", "test", "kernel"):
+        if getattr(trainer.datamodule, f"x_{split}", None) is None:
+            continue
+        x, y = full_set(trainer, pl_module, f"x_{split}"), full_set(trainer, pl_module, f"y_{split}")
+        if len(y) == 0 and split == "kernel":
+            continue
+        out[f"{split}_F"] = pl_module(x).detach().to("cpu", torch.float64).numpy()
+        out[f"{split}_y"] = y.detach().to("cpu", torch.float64).numpy()
+    return out

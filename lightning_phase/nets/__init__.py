@@ -4,5 +4,6 @@ from lightning_phase.nets.activations import ACTIVATIONS, Activation, second_mom
 from lightning_phase.nets.conv import ConvNet
 from lightning_phase.nets.fc import FullyConnected
 from lightning_phase.nets.linear import NTKLinear
+from lightning_phase.nets.members import Members
 
-__all__ = ["ACTIVATIONS", "Activation", "ConvNet", "FullyConnected", "NTKLinear", "second_moment"]
+__all__ = ["ACTIVATIONS", "Activation", "ConvNet", "FullyConnected", "Members", "NTKLinear", "second_moment"]

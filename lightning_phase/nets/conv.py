@@ -10,6 +10,7 @@ from torch.nn import functional as F
 
 from lightning_phase.errors import ConfigError, check_positive_int
 from lightning_phase.nets.activations import Activation
+from lightning_phase.nets.members import RecordsInitArgs
 
 
 class NTKConv2d(nn.Module):
@@ -25,7 +26,7 @@ class NTKConv2d(nn.Module):
         return F.conv2d(x, self.weight * scale, stride=self.stride, padding=self.kernel_size // 2)
 
 
-class ConvNet(nn.Module):
+class ConvNet(RecordsInitArgs, nn.Module):
     """[FL] CNN: 2 stages × 2 convs (k×k, h channels, stride 2 on each stage's first conv), no bias,
     1/√(c_in·k²) scaling, σ after every conv, global average pool, readout f = w·pool/√h, w ~ N(0,1).
 

@@ -8,9 +8,10 @@ from torch import Tensor, nn
 from lightning_phase.errors import ConfigError, check_positive_int
 from lightning_phase.nets.activations import Activation
 from lightning_phase.nets.linear import NTKLinear
+from lightning_phase.nets.members import RecordsInitArgs
 
 
-class FullyConnected(nn.Module):
+class FullyConnected(RecordsInitArgs, nn.Module):
     """f(x) = W^L a^L/√h, a^ℓ = σ(z^ℓ), z¹ = W⁰x/√d, z^{ℓ+1} = W^ℓ a^ℓ/√h; W ~ N(0,1), scalar output.
 
     depth L = number of hidden layers (depth 1: d → h → 1; depth 2: d → h → h → 1).

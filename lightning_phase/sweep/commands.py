@@ -107,11 +107,13 @@ def _prepare(args):
 def cmd_run(args) -> int:
     from lightning_phase.sweep import launch, threshold
     from lightning_phase.sweep.runner import preload
+    from lightning_phase.sweep.worker import write_base
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     spec, runner, opts, make_study = _prepare(args)
     preload(args.runner)
     import_s = _process_age()   # interpreter start + every import, paid once per sweep command
+    write_base(spec, opts.runs_dir)
     _check_first_config(args.runner, spec, opts)
     h = make_study()
     show = not args.no_progress
@@ -162,24 +164,17 @@ def _process_age() -> float:
 
 
 def _check_first_config(runner_ref: str, spec, opts) -> None:
-    """A typo in a grid key fails here, in a second, rather than in every trial."""
-    import yaml
-
-    from lightning_phase.sweep.runner import check_config
-    from lightning_phase.sweep.worker import trial_config
+    """A typo in a grid key or a bad value fails here, in seconds, rather than in every trial."""
+    from lightning_phase.sweep.runner import check_configs
+    from lightning_phase.sweep.worker import base_path, trial_overrides
 
     params = spec.points()[0] if spec.grid else {}
     if spec.threshold is not None:
         params = {**params, spec.threshold.width_key: spec.threshold.width_min,
                   spec.threshold.seed_key: spec.threshold.seeds[0]}
-    check_dir = opts.runs_dir / spec.name
-    check_dir.mkdir(parents=True, exist_ok=True)
-    path = check_dir / "check_config.yaml"
-    path.write_text(yaml.safe_dump(trial_config(spec, params, opts.runs_dir, "check")))
-    try:
-        error = check_config(runner_ref, path)
-    finally:
-        path.unlink(missing_ok=True)
+    overrides = trial_overrides(spec, params, opts.runs_dir, "check")
+    log = opts.runs_dir / spec.name / f"check.{os.getpid()}.log"
+    error = check_configs(runner_ref, base_path(spec, opts.runs_dir), [overrides], log)
     if error:
         raise ConfigError("spec", spec.name, f"a run config that `fit` accepts (first grid point: {error})")
 
@@ -208,6 +203,21 @@ def cmd_results(args) -> int:
         Path(args.csv).write_text(results.to_csv(table))
         print(f"wrote {len(table)} rows to {args.csv}", file=sys.stderr)
     return 0
+
+
+def main_sweep(argv: list[str]) -> int:
+    """``lightning-phase sweep SPEC [...]``."""
+    return main(["sweep", *argv])
+
+
+def main_threshold(argv: list[str]) -> int:
+    """``lightning-phase threshold SPEC [...]``."""
+    return main(["threshold", *argv])
+
+
+def main_results(argv: list[str]) -> int:
+    """``lightning-phase results STUDY [...]``."""
+    return main(["results", *argv])
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """Run one trial in its own forked child process, so that a crash, an OOM kill or a hung DDP run takes
 down that trial only, never the worker or the study.
 
-A *runner* is a function ``runner(config_path, run_dir) -> exit code`` that executes in the child and
-leaves ``summary.json`` in ``run_dir``. The default, :func:`run_fit`, is ``lightning-phase fit --config``
-in-process: the worker has imported torch and Lightning once (≈5 s, DESIGN.md) and each fork starts
-with them loaded. :mod:`lightning_phase.sweep.toy` holds a runner without training, for tests.
+A *runner* is a function ``runner(base_yaml, overrides, run_dir) -> summary dict`` that executes in the
+child and leaves ``summary.json`` in ``run_dir``; it raises ConfigError on bad input (exit status 2) and
+anything else on a crash (1). The default, :func:`run_fit`, is :func:`lightning_phase.run.fit` in-process:
+the worker has imported torch and Lightning once (≈5 s, DESIGN.md) and each fork starts with them loaded.
+The tests' runner without training lives in ``tests/toy_runner.py``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from lightning_phase.errors import ConfigError
 from lightning_phase.summary import SUMMARY_FILE
 
-Runner = Callable[[str, str], int]
+Runner = Callable[[Path, list[str], Path], dict[str, Any]]
 LOG_FILE = "trial.log"
 DEFAULT_RUNNER = "lightning_phase.sweep.runner:run_fit"
 
@@ -43,17 +45,21 @@ class Outcome(str, Enum):
     SURPLUS = "SURPLUS"              # created after the grid was exhausted (a race at the very end); nothing ran
 
 
-def run_fit(config_path: str, run_dir: str) -> int:
-    """``lightning-phase fit --config config_path`` in this process (the run writes into run_dir)."""
-    from lightning_phase.cli import main
+def run_fit(base_yaml: Path, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    """:func:`lightning_phase.run.fit` of the base config with the trial's overrides (which send its logs
+    and summary.json to ``run_dir``)."""
+    from lightning_phase.run import fit
 
-    return main(["fit", "--config", config_path])
+    return fit(base_yaml, overrides)
 
 
 def load_runner(ref: str) -> Runner:
     """'module:function' → the function (the default runner, or a test's)."""
     module, _, name = ref.partition(":")
-    fn = getattr(importlib.import_module(module), name, None) if name else None
+    try:
+        fn = getattr(importlib.import_module(module), name, None) if name else None
+    except ImportError:
+        fn = None
     if not callable(fn):
         from lightning_phase.errors import ConfigError
 
@@ -64,28 +70,32 @@ def load_runner(ref: str) -> Runner:
 def preload(ref: str) -> None:
     """Import what the runner needs before forking, so each trial starts with it loaded."""
     if ref == DEFAULT_RUNNER:
-        from lightning_phase.cli import warm_parser  # torch, Lightning, the package: the ~5 s import
+        from lightning_phase.run import warm_parser  # torch, Lightning, the package: the ~5 s import
 
-        warm_parser()  # and the ~0.8 s CLI parser, built once here instead of in every trial
+        warm_parser()  # and the ~0.8 s parser, built once here instead of in every trial
 
 
-def check_config(ref: str, config_path: Path) -> str | None:
-    """For the default runner: parse the config like `fit` would (``--print_config``, in a forked child);
-    the one-line error if it is refused (an unknown key, a bad type), else None."""
+def check_configs(ref: str, base_yaml: Path, trials: list[list[str]], log_path: Path) -> str | None:
+    """For the default runner: build (without training, nothing written) the run of each trial's overrides,
+    in a forked child; the one-line error of the first refused one, else None."""
     if ref != DEFAULT_RUNNER:
         return None
-    log = config_path.with_suffix(".check.log")
-    proc = start_child(_print_config, config_path, config_path.parent, threads=1, log_path=log)
+    proc = start_child(_build_all, base_yaml, trials, log_path.parent, threads=1, log_path=log_path)
     proc.join()
-    lines = [ln for ln in log.read_text(errors="replace").splitlines() if "error" in ln.lower()]
-    log.unlink(missing_ok=True)
+    lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+    log_path.unlink(missing_ok=True)
     return None if proc.exitcode == 0 else (lines[-1] if lines else f"exit status {proc.exitcode}")
 
 
-def _print_config(config_path: str, run_dir: str) -> int:
-    from lightning_phase.cli import main
+def _build_all(base_yaml: Path, trials: list[list[str]], run_dir: Path) -> dict[str, Any]:
+    from lightning_phase.run import BadInput, build, one_line
 
-    return main(["fit", "--config", config_path, "--print_config"])
+    for overrides in trials:
+        try:
+            build(base_yaml, [*overrides, "--trainer.logger=false", "--trainer.enable_progress_bar=false"])
+        except ConfigError as exc:
+            raise BadInput(f"{' '.join(overrides)}: {one_line(exc)}") from None
+    return {}
 
 
 def _set_parent_death_signal() -> None:
@@ -97,7 +107,7 @@ def _set_parent_death_signal() -> None:
         pass
 
 
-def _child(runner: Runner, config_path: str, run_dir: str, log_path: str, threads: int) -> None:
+def _child(runner: Runner, base_yaml: Path, overrides: list[str], run_dir: Path, log_path: str, threads: int) -> None:
     _set_parent_death_signal()
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the worker decides what Ctrl-C means for a trial
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -112,9 +122,13 @@ def _child(runner: Runner, config_path: str, run_dir: str, log_path: str, thread
         sys.modules["torch"].set_num_threads(threads)
     code = 1
     try:
-        code = int(runner(config_path, run_dir) or 0)
+        runner(base_yaml, overrides, run_dir)
+        code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
+    except ConfigError as exc:
+        print(f"lightning-phase: error: {' '.join(str(exc).split())}")
+        code = 2
     except BaseException:
         import traceback
 
@@ -125,11 +139,13 @@ def _child(runner: Runner, config_path: str, run_dir: str, log_path: str, thread
     os._exit(code)  # no atexit, no finalisers: never touch the worker's inherited storage connections
 
 
-def start_child(runner: Runner, config_path: Path, run_dir: Path, threads: int = 1, log_path: Path | None = None):
-    """Fork a child that runs ``runner``; returns the multiprocessing Process (already started)."""
+def start_child(runner: Callable, base_yaml: Path, overrides: Any, run_dir: Path, threads: int = 1,
+                log_path: Path | None = None):
+    """Fork a child that runs ``runner(base_yaml, overrides, run_dir)``; returns the (started) Process."""
     ctx = multiprocessing.get_context("fork")
     log = str(log_path or run_dir / LOG_FILE)
-    proc = ctx.Process(target=_child, args=(runner, str(config_path), str(run_dir), log, threads), daemon=False)
+    proc = ctx.Process(target=_child, args=(runner, Path(base_yaml), overrides, Path(run_dir), log, threads),
+                       daemon=False)
     proc.start()
     return proc
 

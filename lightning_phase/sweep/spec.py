@@ -34,7 +34,6 @@ from lightning_phase.errors import ConfigError, check_choice, check_positive_int
 
 SPEC_KEYS = ("base", "fixed", "grid", "objective", "direction", "threshold")
 THRESHOLD_KEYS = ("width_key", "seed_key", "seeds", "width_min", "width_max", "max_doublings")
-RUN_SECTIONS = ("seed_everything", "trainer", "model", "data", "stop", "ckpt_path")
 VALUE_FORMS = ("range", "logspace", "geomspace")
 DIRECTIONS = ("minimize", "maximize")
 # summary.json fields a trial value can be, plus two ratios computed from them.
@@ -83,12 +82,17 @@ class SweepSpec:
         return {"base": self.base, "fixed": self.fixed, "grid": self.grid, "objective": self.objective,
                 "direction": self.direction, "threshold": thr}
 
-    def run_config(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The full run config of one trial: base, then ``fixed``, then the trial's ``params``."""
-        cfg = copy.deepcopy(self.base)
-        for key, value in {**self.fixed, **params}.items():
-            set_dotted(cfg, key, value)
-        return cfg
+    def overrides(self, params: dict[str, Any]) -> list[str]:
+        """The command-line overrides of one trial on top of ``base``: ``fixed``, then the trial's ``params``
+        (``["--model.alpha_tilde=100", ...]``), applied by jsonargparse as on the command line."""
+        return [override(key, value) for key, value in {**self.fixed, **params}.items()]
+
+
+def override(key: str, value: Any) -> str:
+    """``--key=value`` with the value written so that jsonargparse reads back exactly ``value``."""
+    if isinstance(value, str) and yaml.safe_load(value) == value and "\n" not in value:
+        return f"--{key}={value}"
+    return f"--{key}={json.dumps(value)}"
 
 
 # ---- reading -------------------------------------------------------------------------------------
@@ -141,8 +145,6 @@ def _load_base(base: Any, root: Path) -> dict[str, Any]:
         raise ConfigError("base", base, "a path to a run config YAML or an inline run config mapping")
     if not isinstance(cfg, dict):
         raise ConfigError("base", base, "a run config mapping")
-    for key in cfg:
-        check_choice("base key", key, RUN_SECTIONS)
     return copy.deepcopy(cfg)
 
 
@@ -219,29 +221,8 @@ def _expand_form(fieldname: str, form: str, args: Any) -> list[GridValue]:
 
 
 def check_dotted_key(fieldname: str, key: Any) -> str:
-    """A dotted run-config key (``model.net.init_args.width``); its first part must be a run section."""
-    if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+    """A dotted run-config key (``model.net.init_args.width``); whether the run accepts it is checked by
+    building the trials' runs before the first one starts."""
+    if not isinstance(key, str) or not key or any(not part for part in key.split(".")) or key.startswith("-"):
         raise ConfigError(fieldname, key, "a dotted run-config key such as model.net.init_args.width")
-    check_choice(f"{fieldname} key {key!r}: section", key.split(".")[0], RUN_SECTIONS)
     return key
-
-
-def set_dotted(cfg: dict[str, Any], key: str, value: Any) -> None:
-    """cfg[a][b][c] = value for key "a.b.c", creating missing mappings; a non-mapping on the way is an error."""
-    *parents, last = key.split(".")
-    node = cfg
-    for i, part in enumerate(parents):
-        nxt = node.setdefault(part, {})
-        if not isinstance(nxt, dict):
-            raise ConfigError(key, nxt, f"a mapping at {'.'.join(parents[: i + 1])} to set {last} in")
-        node = nxt
-    node[last] = value
-
-
-def get_dotted(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
-    node: Any = cfg
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return default
-        node = node[part]
-    return node

@@ -33,11 +33,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lightning_phase.summary import SUMMARY_FILE
 from lightning_phase.sweep.runner import Outcome, Runner, classify, start_child, stop_child
-from lightning_phase.sweep.spec import SweepSpec
+from lightning_phase.sweep.spec import SweepSpec, override
 
 HEARTBEAT_KEY = "lp:heartbeat"
 WORKER_KEY = "lp:worker"
-TRIAL_CONFIG = "trial.yaml"
+TRIAL_ARGS = "trial_args.yaml"   # base path and overrides of the trial (config.yaml: resolved)
+BASE_FILE = "base.yaml"
 RETRIED = (Outcome.STALE.value, Outcome.INTERRUPTED.value)
 
 
@@ -184,15 +185,29 @@ def trial_params(h: StudyHandle, trial: optuna.Trial, frozen: FrozenTrial) -> di
     return params
 
 
-def trial_config(spec: SweepSpec, params: dict[str, Any], runs_dir: Path, version: str) -> dict[str, Any]:
-    """The run config of a trial; its TensorBoard logs and summary.json go to runs_dir/<study>/<version>."""
-    cfg = spec.run_config(params)
-    trainer = cfg.setdefault("trainer", {})
-    trainer["logger"] = {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
-                         "init_args": {"save_dir": str(runs_dir), "name": spec.name, "version": version,
-                                       "default_hp_metric": False}}
-    trainer["enable_progress_bar"] = False
-    return cfg
+def trial_overrides(spec: SweepSpec, params: dict[str, Any], runs_dir: Path, version: str) -> list[str]:
+    """The overrides of a trial on top of the base: ``fixed``, its grid point, then its logger, whose run
+    directory (TensorBoard logs, config.yaml, summary.json) is runs_dir/<study>/<version>."""
+    logger = {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+              "init_args": {"save_dir": str(runs_dir), "name": spec.name, "version": version,
+                            "default_hp_metric": False}}
+    return [*spec.overrides(params), override("trainer.logger", logger),
+            "--trainer.enable_progress_bar=false"]
+
+
+def base_path(spec: SweepSpec, runs_dir: Path) -> Path:
+    """Where the sweep's base config is written for its trials: runs_dir/<study>/base.yaml."""
+    return runs_dir / spec.name / BASE_FILE
+
+
+def write_base(spec: SweepSpec, runs_dir: Path) -> Path:
+    """Write the base config for the trials (atomically: two commands of one study may write it at once)."""
+    path = base_path(spec, runs_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{BASE_FILE}.{os.getpid()}.tmp")
+    tmp.write_text(yaml.safe_dump(spec.base, sort_keys=False))
+    os.replace(tmp, path)
+    return path
 
 
 def run_one(h: StudyHandle, opts: WorkerOptions, runner: Runner, trial_id: int, t_claim: float) -> Outcome:
@@ -215,11 +230,12 @@ def run_one(h: StudyHandle, opts: WorkerOptions, runner: Runner, trial_id: int, 
     run_dir = opts.runs_dir / h.spec.name / version
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
-    cfg_path = run_dir / TRIAL_CONFIG
-    cfg_path.write_text(yaml.safe_dump(trial_config(h.spec, params, opts.runs_dir, version), sort_keys=False))
+    overrides = trial_overrides(h.spec, params, opts.runs_dir, version)
+    base = base_path(h.spec, opts.runs_dir)
+    (run_dir / TRIAL_ARGS).write_text(yaml.safe_dump({"base": str(base), "overrides": overrides}, sort_keys=False))
     st.set_trial_user_attr(trial_id, "run_dir", str(run_dir))
     t_fork = time.time()
-    proc = start_child(runner, cfg_path, run_dir, opts.threads)
+    proc = start_child(runner, base, overrides, run_dir, opts.threads)
     try:
         while proc.is_alive():
             proc.join(timeout=opts.heartbeat)

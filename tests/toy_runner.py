@@ -1,4 +1,5 @@
-"""A runner that trains nothing: it reads the trial's config and writes a summary.json at once.
+"""A sweep runner for tests that trains nothing: it reads the trial's base config and overrides and
+writes a summary.json at once.
 
 It exercises the sweep machinery (storage, workers, heartbeats, restarts, the threshold search) in
 milliseconds. Its "jamming": the net of N = d·h + (L−1)·h² + h parameters fits P points (N_Δ = 0) when
@@ -14,11 +15,32 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from lightning_phase.summary import SUMMARY_FILE, write_json_atomic
-from lightning_phase.sweep.spec import get_dotted
+
+
+def get_dotted(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def apply_overrides(cfg: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``--a.b.c=value`` → cfg[a][b][c] = YAML value (the test double's stand-in for jsonargparse)."""
+    for arg in overrides:
+        key, _, text = arg.removeprefix("--").partition("=")
+        *parents, last = key.split(".")
+        node = cfg
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = yaml.safe_load(text)
+    return cfg
 
 
 def toy_n_params(width: int, depth: int, input_dim: int) -> int:
@@ -26,8 +48,8 @@ def toy_n_params(width: int, depth: int, input_dim: int) -> int:
     return input_dim * width + (depth - 1) * width**2 + width
 
 
-def run_toy(config_path: str, run_dir: str) -> int:
-    cfg = yaml.safe_load(Path(config_path).read_text())
+def run_toy(base_yaml: Path, overrides: list[str], run_dir: Path) -> dict[str, Any]:
+    cfg = apply_overrides(yaml.safe_load(Path(base_yaml).read_text()) or {}, overrides)
     time.sleep(float(os.environ.get("LP_TOY_SLEEP", "0")))
     loss = get_dotted(cfg, "model.loss", "soft_hinge")
     if loss == "toy_crash":
@@ -50,4 +72,4 @@ def run_toy(config_path: str, run_dir: str) -> int:
                "stop_reason": "DIVERGED" if loss == "toy_diverge" else
                ("ALL_MARGINS_MET" if n_delta == 0 else "LOSS_STALLED")}
     write_json_atomic(Path(run_dir, SUMMARY_FILE), summary)
-    return 0
+    return summary

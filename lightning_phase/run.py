@@ -1,0 +1,261 @@
+"""The one config → objects path: ``build_run`` and ``fit``; the ``fit`` / ``validate`` / ``test`` commands.
+
+Every run — from the command line, a sweep trial, a test or a notebook — is built here from one config
+plus overrides the jsonargparse way (``--model.alpha_tilde=100``), so any run's ``config.yaml`` is a sweep
+base and any trial re-runs alone with ``lightning-phase fit --config <its config.yaml>``::
+
+    from lightning_phase.run import build_run, fit
+    dm, module, trainer = build_run("configs/quickstart.yaml", ["--trainer.max_steps=50"])
+    summary = fit("configs/quickstart.yaml", ["--model.alpha_tilde=100"])   # the summary.json record
+
+Trainer callbacks are assembled in :meth:`PhaseCLI._instantiate_trainer` (the progress bar, the run
+summary; the stop rules come from the config's ``stop:`` section).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import traceback
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import yaml
+from pytorch_lightning.callbacks import ProgressBar
+from pytorch_lightning.cli import LightningCLI
+
+from lightning_phase.callbacks import RunSummary, StepProgressBar, StopRules
+from lightning_phase.callbacks.summary import run_dir
+from lightning_phase.data import PhaseDataModule
+from lightning_phase.errors import ConfigError
+from lightning_phase.module import PhaseModule
+
+Config = str | Path | dict[str, Any] | None
+
+# Full batch means one step per epoch: per-epoch machinery (checkpoints, validation, sanity checks)
+# would otherwise run every step. Validation every 100 steps; the summary measures the final test error.
+TRAINER_DEFAULTS: dict[str, Any] = {
+    "max_epochs": -1,
+    "max_steps": 10_000,
+    "precision": "64-true",
+    "enable_checkpointing": False,
+    "enable_model_summary": False,
+    "num_sanity_val_steps": 0,
+    "check_val_every_n_epoch": 100,
+    "log_every_n_steps": 10,
+    "logger": {
+        "class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+        "init_args": {"save_dir": "runs", "name": "lightning_phase", "default_hp_metric": False},
+    },
+}
+
+# One parser per process, reused by every run: jsonargparse takes ~0.8 s to build it, as long as a short
+# sweep trial's training. Sweep workers build it once before forking their trials (``warm_parser``).
+_PARSERS: dict[tuple, Any] = {}
+
+
+class BadInput(ConfigError):
+    """A refused command line or config (jsonargparse's message, on one line)."""
+
+    def __init__(self, message: str):
+        self.field, self.value, self.expected = "", None, ""
+        ValueError.__init__(self, message)
+
+
+class PhaseCLI(LightningCLI):
+    """LightningCLI (``run=False``: it only builds) with the data → net input-dimension link, the stop rules,
+    ``ckpt_path`` and the run summary. ``model`` is PhaseModule or a subclass named by ``class_path``."""
+
+    def setup_parser(self, add_subcommands: bool, main_kwargs: dict[str, Any],
+                     subparser_kwargs: dict[str, Any]) -> None:
+        key = (add_subcommands, repr(main_kwargs), repr(subparser_kwargs))
+        if key not in _PARSERS:
+            super().setup_parser(add_subcommands, main_kwargs, subparser_kwargs)
+            _PARSERS[key] = self.parser
+        self.parser = _PARSERS[key]
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.input_dim", "model.init_args.net.init_args.input_dim", apply_on="instantiate")
+        parser.add_lightning_class_args(StopRules, "stop")
+        parser.add_argument("--ckpt_path", type=str | None, default=None,
+                            help="checkpoint to resume `fit` from (or to evaluate in validate/test)")
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list) -> pl.Trainer:
+        callbacks = list(callbacks)
+        if config.get("enable_progress_bar", True) is not False and not any(
+            isinstance(c, ProgressBar) for c in list(callbacks) + list(config.get("callbacks") or [])
+        ):
+            callbacks.append(StepProgressBar())
+        resolved = self.config.clone()
+        resolved.pop("config", None)
+        callbacks.append(RunSummary(config=resolved.as_dict(), seed=resolved.get("seed_everything")))
+        return super()._instantiate_trainer(config, callbacks)
+
+
+@dataclass
+class Run:
+    """A built run: the three Lightning objects and the resolved config (``ckpt_path`` included)."""
+
+    datamodule: PhaseDataModule
+    module: PhaseModule
+    trainer: pl.Trainer
+    config: dict[str, Any]
+
+    @property
+    def ckpt_path(self) -> str | None:
+        return self.config.get("ckpt_path")
+
+
+def config_args(config: Config = None, overrides: Sequence[str] = ()) -> list[str]:
+    """The argument list of a run: ``--config <file or YAML text>`` then the overrides, in order."""
+    args: list[str] = []
+    if isinstance(config, dict):
+        args += ["--config", yaml.safe_dump(config, sort_keys=False)]
+    elif config is not None:
+        args += ["--config", str(config)]
+    return args + [str(a) for a in overrides]
+
+
+def _cli(args: list[str], prog: str = "lightning-phase fit") -> PhaseCLI:
+    quiet_lightning()
+    try:
+        # load_from_checkpoint_support=False: it re-dumps the whole config per class (~0.3 s a run) so that
+        # load_from_checkpoint could rebuild nested classes; runs are rebuilt from config.yaml instead.
+        return PhaseCLI(PhaseModule, PhaseDataModule, args=args, run=False, trainer_defaults=TRAINER_DEFAULTS,
+                        seed_everything_default=0, save_config_kwargs={"overwrite": True},
+                        parser_kwargs={"exit_on_error": False, "prog": prog}, auto_configure_optimizers=False,
+                        subclass_mode_model=True, load_from_checkpoint_support=False)
+    except argparse.ArgumentError as exc:
+        raise BadInput(one_line(exc)) from None
+    except (ConfigError, SystemExit):
+        raise
+    except Exception as exc:
+        cause = config_error_cause(exc)  # jsonargparse wraps errors raised while it instantiates a subclass
+        if cause is not None:
+            raise cause from None
+        raise
+
+
+def build(config: Config = None, overrides: Sequence[str] = (), prog: str = "lightning-phase fit") -> Run:
+    """:func:`build_run`, keeping the resolved config. Raises ConfigError on bad input, before any run dir."""
+    cli = _cli(config_args(config, overrides), prog)
+    # A net of the wrong shape, or data a callback cannot use, must fail before any run directory exists.
+    cli.model.check_net(cli.datamodule.x_train[:4])
+    for callback in cli.trainer.callbacks:
+        if callable(getattr(callback, "check_data", None)):
+            callback.check_data(cli.datamodule)
+    resolved = cli.config.clone()
+    resolved.pop("config", None)
+    return Run(cli.datamodule, cli.model, cli.trainer, resolved.as_dict())
+
+
+def build_run(config: Config = None, overrides: Sequence[str] = ()) -> tuple[PhaseDataModule, PhaseModule, pl.Trainer]:
+    """(datamodule, module, trainer) of the run described by ``config`` (a YAML path, a mapping or None)
+    with ``overrides`` (``["--model.alpha_tilde=100", ...]``) applied on top, in order. Nothing is written.
+    Raises :class:`ConfigError` (one line: field, value, accepted) on bad input."""
+    run = build(config, overrides)
+    return run.datamodule, run.module, run.trainer
+
+
+def _execute(run: Run, stage: str) -> dict[str, Any]:
+    """trainer.<stage>(module, datamodule); a run refused for bad input leaves nothing behind."""
+    log_dir = run_dir(run.trainer)
+    existed = log_dir is None or Path(log_dir).exists()
+    try:
+        getattr(run.trainer, stage)(run.module, datamodule=run.datamodule, ckpt_path=run.ckpt_path)
+    except ConfigError:
+        if not existed and log_dir is not None:
+            shutil.rmtree(log_dir, ignore_errors=True)
+        raise
+    summary = next((c for c in run.trainer.callbacks if isinstance(c, RunSummary)), None)
+    return dict(summary.record or {}) if summary is not None else {}
+
+
+def fit(config: Config = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Build and train one run; returns its summary record (the content of summary.json; empty without a
+    logger, which is where the run directory comes from)."""
+    return _execute(build(config, overrides), "fit")
+
+
+def warm_parser() -> None:
+    """Build the parser now (``--help``, silently), so that forked sweep trials inherit it."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        main_fit(["--help"])
+
+
+# ---- the commands -------------------------------------------------------------------------------
+def _command(stage: str, argv: list[str]) -> int:
+    try:
+        run = build(None, argv, prog=f"lightning-phase {stage}")
+        record = _execute(run, stage)
+    except SystemExit as exc:  # --help, --print_config
+        return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 2
+    except ConfigError as exc:
+        print(f"lightning-phase: error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        return 1
+    if stage == "fit" and record and run.trainer.is_global_zero:
+        print(f"\nstop_reason={record.get('stop_reason')}  n_delta={record.get('n_delta')}  "
+              f"train_error={_num(record.get('train_error')):.4f}  test_error={_num(record.get('test_error')):.4f}  "
+              f"steps={record.get('steps')}")
+        path = Path(run_dir(run.trainer) or ".") / "summary.json"
+        print(f"summary:     {path}")
+        print(f"tensorboard: tensorboard --logdir {path.parent.parent}")
+    return 0
+
+
+def _num(x: Any) -> float:
+    return float(x) if isinstance(x, (int, float)) else float("nan")
+
+
+def main_fit(argv: list[str]) -> int:
+    """``lightning-phase fit --config run.yaml [--key=value ...]``: train one run, write its run dir."""
+    return _command("fit", argv)
+
+
+def main_validate(argv: list[str]) -> int:
+    """``lightning-phase validate --config run.yaml [--key=value ...]``."""
+    return _command("validate", argv)
+
+
+def main_test(argv: list[str]) -> int:
+    """``lightning-phase test --config run.yaml [--key=value ...]``."""
+    return _command("test", argv)
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+def one_line(exc: BaseException) -> str:
+    """jsonargparse nests its messages over several lines: keep them on one."""
+    return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
+def config_error_cause(exc: BaseException | None) -> ConfigError | None:
+    """The ConfigError in the chain of causes of ``exc``, if any."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, ConfigError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def quiet_lightning() -> None:
+    """Silence start-up chatter and the warnings that full-batch training triggers by design."""
+    for name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accelerators.cuda",
+                 "lightning_fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
