@@ -19,6 +19,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "threshold": ("lightning_phase.sweep.commands:main_threshold",
                   "find the jamming width h* per group by bisection"),
     "results": ("lightning_phase.sweep.commands:main_results", "table of all trials of a study"),
+    "report": ("lightning_phase.analysis.report:main_report",
+               "report.md, fits.json and figures (PNG, SVG) of studies or run folders"),
 }
 
 

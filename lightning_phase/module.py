@@ -148,11 +148,23 @@ class PhaseModule(pl.LightningModule):
 
     @torch.no_grad()
     def evaluate(self, x: Tensor, y: Tensor) -> dict[str, Any]:
-        """Loss (α²L), N_Δ and error of the current net on (x, y), as Python numbers (lists of K with members)."""
-        s = self.stats(self(x), y)
+        """Loss (α²L), N_Δ and error of the current net on (x, y), as Python numbers (lists of K with members);
+        NaN (N_Δ None) for a net whose output is NaN or infinite — a comparison with NaN would otherwise
+        count as a met margin."""
+        F_out = self(x)
+        s = self.stats(F_out, y)
+        finite = torch.isfinite(F_out).reshape(self.members, -1).all(dim=1).tolist() if self.members > 1 \
+            else [bool(torch.isfinite(F_out).all())]
         if self.members > 1:
-            return {"loss": s["loss"].tolist(), "n_delta": s["n_delta"].tolist(),
-                    "delta_max": s["delta_max"].tolist(), "error": s["error"].tolist()}
+            nan = float("nan")
+            loss, nd, err = s["loss"].tolist(), s["n_delta"].tolist(), s["error"].tolist()
+            dmax = s["delta_max"].tolist()
+            return {"loss": [v if ok else nan for v, ok in zip(loss, finite, strict=True)],
+                    "n_delta": [v if ok else None for v, ok in zip(nd, finite, strict=True)],
+                    "delta_max": [v if ok else nan for v, ok in zip(dmax, finite, strict=True)],
+                    "error": [v if ok else nan for v, ok in zip(err, finite, strict=True)]}
+        if not finite[0]:
+            return {"loss": float("nan"), "n_delta": None, "delta_max": float("nan"), "error": float("nan")}
         return {"loss": float(s["loss"]), "n_delta": int(s["n_delta"]), "delta_max": float(s["delta_max"]),
                 "error": float(s["error"])}
 

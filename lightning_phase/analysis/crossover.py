@@ -91,23 +91,23 @@ def crossover_exponent(line: pd.DataFrame, df: pd.DataFrame | None = None, c: fl
     d = df[["width", "alpha_tilde", change, seed]].apply(pd.to_numeric, errors="coerce").dropna()
     d = d[(d[change] > 0) & d["width"].isin(ok["width"])]
     rng = np.random.default_rng(rng_seed)
-    groups = [(h, a, np.log(g[change].to_numpy())) for (h, a), g in d.groupby(["width", "alpha_tilde"])]
+    curves: dict[float, tuple[list[float], list[np.ndarray]]] = {}
+    for (h, a), g in d.groupby(["width", "alpha_tilde"]):
+        lv = np.log(g[change].to_numpy())                                   # (S,) log change per seed
+        boot = np.exp(lv[rng.integers(0, lv.size, (n_boot, lv.size))].mean(axis=1))   # (B,) geometric means
+        curves.setdefault(h, ([], []))
+        curves[h][0].append(a)
+        curves[h][1].append(boot)
     slopes = []
-    for _ in range(n_boot):
-        means = {}
-        for h, a, lv in groups:
-            means.setdefault(h, ([], []))
-            means[h][0].append(a)
-            means[h][1].append(float(np.exp(lv[rng.integers(0, lv.size, lv.size)].mean())))
+    for b in range(n_boot):
         hs, stars = [], []
-        for h, (a, v) in means.items():
-            cr = crossing(a, v, c)
+        for h, (a, boots) in curves.items():
+            cr = crossing(a, [v[b] for v in boots], c)
             if cr.crossed:
                 hs.append(h)
                 stars.append(cr.value / math.sqrt(h))
-        if len(set(hs)) == len(ok):
-            lx, ly = np.log(hs), np.log(stars)
-            slopes.append(float(np.polyfit(lx, ly, 1)[0]))
+        if len(hs) == len(ok):
+            slopes.append(float(np.polyfit(np.log(hs), np.log(stars), 1)[0]))
     if len(slopes) < n_boot // 2:
         return base
     q = (1 - level) / 2

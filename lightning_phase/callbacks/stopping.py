@@ -18,7 +18,7 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_phase.callbacks.schedule import full_set, log_metrics
-from lightning_phase.errors import check_bool, check_positive_float, check_positive_int
+from lightning_phase.errors import ConfigError, check_bool, check_positive_float, check_positive_int
 from lightning_phase.losses import margins
 from lightning_phase.observables.jamming import (
     DELTA_TOL,
@@ -39,7 +39,7 @@ class StopReason(str, enum.Enum):
     STEP_BUDGET = "STEP_BUDGET"  # trainer.max_steps reached
     TIME_BUDGET = "TIME_BUDGET"  # flow time t ≥ max_time
     WALL_CAP = "WALL_CAP"  # the optional wall-clock safety cap (recorded; not a physics budget)
-    DIVERGED = "DIVERGED"  # the loss became NaN or infinite
+    DIVERGED = "DIVERGED"  # α²L became NaN/inf, or rose above diverge_factor × its first value
     INTERRUPTED = "INTERRUPTED"  # the fit loop ended for another reason (max_epochs, Ctrl-C, crash)
 
 
@@ -68,7 +68,10 @@ class StopRules(pl.Callback):
     param-group entry (GradientFlow) that has none, so the last step lands on t = max_time exactly.
     wall_cap_seconds: safety cap on wall-clock time,
     recorded as WALL_CAP (None: off). check_every: evaluate the rules every k steps (each check syncs
-    the device once).
+    the device once). diverge_factor: the DIVERGED rule — α²L non-finite, or α²L > diverge_factor · α²L₀
+    with α²L₀ the first value checked (F = 0 at initialisation, so α²L₀ = ℓ(0): 1 for the hinge, ½ for
+    the quadratic hinge); gradient descent on these losses does not rise 100-fold unless the step size is
+    unstable (None: only non-finite losses count).
 
     With K members (``model.members``) every member has its own rules, history and reason: a member whose
     rule fires is frozen (``pl_module.freeze_member(k)``) while the others go on; training ends when all
@@ -88,6 +91,7 @@ class StopRules(pl.Callback):
         max_time: float | None = None,
         wall_cap_seconds: float | None = None,
         check_every: int = 1,
+        diverge_factor: float | None = 100.0,
         delta_tol: float = DELTA_TOL,
         when_unsat: bool = True,
         unsat_rtol: float = UNSAT_RTOL,
@@ -100,6 +104,11 @@ class StopRules(pl.Callback):
         self.wall_cap = (None if wall_cap_seconds is None
                          else check_positive_float("stop.wall_cap_seconds", wall_cap_seconds))
         self.check_every = check_positive_int("stop.check_every", check_every)
+        self.diverge_factor = (None if diverge_factor is None
+                               else check_positive_float("stop.diverge_factor", diverge_factor))
+        if self.diverge_factor is not None and self.diverge_factor <= 1:
+            raise ConfigError("stop.diverge_factor", diverge_factor, "a number > 1, or null (off)")
+        self.loss_start: float | None = None
         self.delta_tol = check_positive_float("stop.delta_tol", delta_tol, allow_zero=True)
         self.when_unsat = check_bool("stop.when_unsat", when_unsat)
         self.convergence = LossConvergence(unsat_rtol, unsat_min_steps)
@@ -126,6 +135,10 @@ class StopRules(pl.Callback):
         """The stop decision from the current values; None means go on. ``delta_max`` None: judged on the
         strict N_Δ; ``step`` None: the UNSAT rule is not fed."""
         if not math.isfinite(loss):
+            return StopReason.DIVERGED
+        if self.loss_start is None:
+            self.loss_start = loss
+        elif self.diverge_factor is not None and loss > self.diverge_factor * abs(self.loss_start):
             return StopReason.DIVERGED
         sat = n_delta == 0 if delta_max is None else delta_max <= self.delta_tol
         if self.when_fitted and sat and self._verify_sat():
@@ -242,7 +255,7 @@ class StopRules(pl.Callback):
     def _member_copy(self, history: list[float]) -> StopRules:
         """The rules of one member: same settings, its own history and loss-convergence state."""
         rules = copy.copy(self)
-        rules._history, rules._member_rules, rules.reason = list(history), None, None
+        rules._history, rules._member_rules, rules.reason, rules.loss_start = list(history), None, None, None
         rules.convergence = LossConvergence(self.convergence.rtol, self.convergence.min_steps)
         rules.converged, rules.decision = False, {}
         return rules
@@ -279,10 +292,12 @@ class StopRules(pl.Callback):
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"history": list(self._history), "convergence": self.convergence.state_dict(),
-                               "converged": self.converged}
+        out: dict[str, Any] = {"history": list(self._history), "loss_start": self.loss_start,
+                               "reason": None if self.reason is None else self.reason.value,
+                               "convergence": self.convergence.state_dict(), "converged": self.converged}
         if self._member_rules is not None:
             out["members"] = {"history": [list(r._history) for r in self._member_rules],
+                              "loss_start": [r.loss_start for r in self._member_rules],
                               "convergence": [r.convergence.state_dict() for r in self._member_rules],
                               "converged": [r.converged for r in self._member_rules],
                               "reasons": [None if r is None else r.value for r in self.member_reasons or []],
@@ -291,15 +306,22 @@ class StopRules(pl.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._history = list(state_dict.get("history", []))
+        self.loss_start = state_dict.get("loss_start")
+        self.reason = None if state_dict.get("reason") is None else StopReason(state_dict["reason"])
         self.convergence.load_state_dict(state_dict.get("convergence", {}))
         self.converged = bool(state_dict.get("converged", False))
         members = state_dict.get("members")
         if members is not None:
             self._member_rules = []
-            for k, hist in enumerate(members["history"]):
+            n = len(members["history"])
+            starts = members.get("loss_start") or [None] * n
+            convs = members.get("convergence") or [{}] * n
+            conv_flags = members.get("converged") or [False] * n
+            for hist, start, conv, flag in zip(members["history"], starts, convs, conv_flags, strict=True):
                 rules = self._member_copy(hist)
-                rules.convergence.load_state_dict((members.get("convergence") or [{}] * (k + 1))[k])
-                rules.converged = bool((members.get("converged") or [False] * (k + 1))[k])
+                rules.loss_start = start
+                rules.convergence.load_state_dict(conv)
+                rules.converged = bool(flag)
                 self._member_rules.append(rules)
             self.member_reasons = [None if r is None else StopReason(r) for r in members["reasons"]]
             self.member_steps = list(members["steps"])

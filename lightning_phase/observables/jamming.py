@@ -136,7 +136,11 @@ def dead_points(net: nn.Module, x: Tensor, delta: Tensor, delta_tol: float = DEL
 def decision_record(delta: Tensor, converged: bool, delta_tol: float = DELTA_TOL,
                     net: nn.Module | None = None, x: Tensor | None = None) -> dict:
     """summary.json fields of the decision from the final margins Δ (P,): fit_state, n_delta_tol (#{Δ > δ}),
-    delta_tol, delta_max (max Δ), margins_n_dead (unmet margins with ∇_w f = 0; None without a net)."""
+    delta_tol, delta_max (max Δ), margins_n_dead (unmet margins with ∇_w f = 0; None without a net).
+    Non-finite Δ (a diverged net): UNDECIDED with the counts None."""
+    if not bool(torch.isfinite(delta).all()):  # a diverged net: no margin can be trusted
+        return {"fit_state": FitState.UNDECIDED.value, "n_delta_tol": None, "delta_tol": delta_tol,
+                "delta_max": None, "margins_n_dead": None}
     with torch.no_grad():
         d_max = float(delta.max()) if delta.numel() else -math.inf
     rec = {"fit_state": fit_state(d_max, converged, delta_tol).value,
