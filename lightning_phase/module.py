@@ -14,6 +14,7 @@ from torchmetrics import MeanMetric
 
 from lightning_phase.errors import ConfigError, check_positive_float, check_positive_int
 from lightning_phase.losses import get_loss, margins, n_delta
+from lightning_phase.multistep import run_steps
 from lightning_phase.nets.members import Members
 
 
@@ -42,6 +43,10 @@ class PhaseModule(pl.LightningModule):
     member gets its own gradient), each member has its own flow time (``member_flow_time``) and stops on
     its own (``freeze_member``, called by the stop rules): a stopped member's weights no longer change.
     Logs ``train/*`` averaged over the members and ``member_<k>/train/*`` per member (K ≤ 16).
+
+    ``steps_per_call`` n > 1: each ``training_step`` call makes up to n full-batch optimiser steps (Lightning's
+    per-batch machinery runs once per n steps; the trajectory is the same to round-off), with the stop rules
+    checked after every step; logging and other callbacks see every n-th step (see multistep.py).
     """
 
     def __init__(
@@ -53,12 +58,15 @@ class PhaseModule(pl.LightningModule):
         loss_beta: float = 20.0,
         optimizer: OptimizerCallable = _sgd,
         members: int = 1,
+        steps_per_call: int = 1,
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__()
         if not isinstance(net, nn.Module):
             raise ConfigError("model.net", type(net).__name__, "an nn.Module mapping (P, ...) to (P,)")
         self.members = check_positive_int("model.members", members)
+        self.steps_per_call = check_positive_int("model.steps_per_call", steps_per_call)
+        self.automatic_optimization = steps_per_call == 1  # else training_step runs its own optimiser steps
         if members > 1:
             net = Members.from_net(net, members)
         self.net = net
@@ -169,14 +177,20 @@ class PhaseModule(pl.LightningModule):
                 "error": float(s["error"])}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
+        if not self.automatic_optimization:
+            return run_steps(self, batch)
+        return self.step_outputs(batch)
+
+    def step_outputs(self, batch: tuple[Tensor, Tensor], log: bool = True) -> dict[str, Any]:
+        """One evaluation on the batch: F, α²L, N_Δ, error; ``loss`` (= L, to differentiate) and logs."""
         x, y = batch
         F_out = self(x)
         self._last_outputs = F_out.detach()  # read by GradientFlow (d_out) through last_outputs()
         s = self.stats(F_out, y)
         self._last_loss = s["loss"].detach().mean()  # for ReduceLROnPlateau (members: their mean)
         if self.members > 1:
-            return self._members_step_output(s, F_out, len(y))
-        if self._logs_this_step():  # under DDP: N_Δ summed over the ranks' shards, loss and error averaged
+            return self._members_step_output(s, F_out, len(y), log)
+        if log and self._logs_this_step():  # under DDP: N_Δ summed over the ranks' shards, loss and error averaged
             self.log("train/n_delta", s["n_delta"].float(), on_step=True, on_epoch=False, batch_size=len(y),
                      sync_dist=True, reduce_fx="sum")
             self.log_dict({"train/loss": s["loss"].detach().float(), "train/error": s["error"].float()},
@@ -185,10 +199,11 @@ class PhaseModule(pl.LightningModule):
         return {"loss": s["loss"] / self.alpha**2, "loss_value": s["loss"].detach(),
                 "n_delta": s["n_delta"].detach(), "delta_max": s["delta_max"], "outputs": F_out.detach()}
 
-    def _members_step_output(self, s: dict[str, Tensor], F_out: Tensor, batch_size: int) -> dict[str, Any]:
+    def _members_step_output(self, s: dict[str, Tensor], F_out: Tensor, batch_size: int,
+                             log: bool) -> dict[str, Any]:
         """training_step with K members: minimise Σ_k L_k over the members still training (a stopped or
         diverged member contributes exactly 0, not 0·NaN)."""
-        if self._logs_this_step():
+        if log and self._logs_this_step():
             logs = {"train/loss": s["loss"].detach().mean(), "train/n_delta": s["n_delta"].double().mean(),
                     "train/error": s["error"].mean()}
             if self.members <= 16:
@@ -266,6 +281,10 @@ class PhaseModule(pl.LightningModule):
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        self.after_optimizer_step(optimizer)
+
+    def after_optimizer_step(self, optimizer: Any) -> None:
+        """Advance the flow time t after one optimiser step (members: each t_k; undo stopped members' moves)."""
         # Flow time: an optimiser that integrates gradient flow reports its accepted dt; plain GD's dt is lr.
         opt = getattr(optimizer, "optimizer", optimizer)  # unwrap LightningOptimizer
         dt = getattr(opt, "last_dt", None)
@@ -314,13 +333,14 @@ class PhaseModule(pl.LightningModule):
     _SINGLE_NET_CALLBACKS = ("NTKChange", "Margins", "WeightsChange", "TimeScale", "HessianSpectrum")
 
     def on_fit_start(self) -> None:
-        if self.members == 1:
-            return
-        for cb in self.trainer.callbacks:
-            name = type(cb).__name__
-            if type(cb).__module__.startswith("lightning_phase.callbacks") and name in self._SINGLE_NET_CALLBACKS:
-                raise ConfigError("model.members", self.members,
-                                  f"1 with the {name} callback (it measures one net; not per member yet)")
+        for field, value, why in (("model.members", self.members, "it measures one net; not per member yet"),
+                                  ("model.steps_per_call", self.steps_per_call, "it measures on scheduled steps")):
+            if value == 1:
+                continue
+            for cb in self.trainer.callbacks:
+                name = type(cb).__name__
+                if type(cb).__module__.startswith("lightning_phase.callbacks") and name in self._SINGLE_NET_CALLBACKS:
+                    raise ConfigError(field, value, f"1 with the {name} callback ({why})")
 
     def on_train_start(self) -> None:
         for k in getattr(self, "_pending_freeze", []):

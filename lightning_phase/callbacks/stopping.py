@@ -188,7 +188,14 @@ class StopRules(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not isinstance(outputs, dict) or "n_delta" not in outputs or trainer.global_step % self.check_every:
+        if not isinstance(outputs, dict) or outputs.get("stop_checked"):  # steps_per_call > 1: checked per step
+            return
+        self.check(trainer, pl_module, outputs)
+
+    def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: dict[str, Any]) -> None:
+        """Apply the rules to one step's outputs (``loss_value``, ``n_delta``); sets ``trainer.should_stop``.
+        Called at each batch end, or by PhaseModule after each of its ``steps_per_call`` inner steps."""
+        if "n_delta" not in outputs or trainer.global_step % self.check_every:
             return
         if outputs["n_delta"].dim() == 1:
             self._members_batch_end(trainer, pl_module, outputs)
