@@ -12,8 +12,8 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from lightning_phase.errors import ConfigError, check_positive_float, check_positive_int
-from lightning_phase.losses import get_loss, margins, n_delta
+from lightning_phase.errors import ConfigError, check_bool, check_positive_float, check_positive_int
+from lightning_phase.losses import get_loss, margin_variable, n_delta, sample_loss
 from lightning_phase.multistep import run_steps
 from lightning_phase.nets.members import Members
 
@@ -28,7 +28,10 @@ class PhaseModule(pl.LightningModule):
 
     Give exactly one of ``alpha`` (the article's α) and ``alpha_tilde`` (α̃ = √h·α, h = ``net.width``).
     f₀ is a frozen copy of the initial net, so F ≡ 0 at start and α²L(w₀) = ℓ(0).
-    ``loss``: soft_hinge (softplus_β(1−z), β = ``loss_beta``), hinge, quadratic_hinge.
+    ``loss``: soft_hinge (softplus_β(1−z), β = ``loss_beta``), hinge, quadratic_hinge, cross_entropy.
+    Outputs: (P,) for ±1 labels, (P, C) for C classes (integer labels; z = F_y − max_{c≠y} F_c, see
+    ``losses``); members add a leading axis. ``center``: subtract f₀ (default); false trains F = α·f (nets
+    with dropout or BatchNorm, as in [SB]). f₀ is evaluated with the initial net in eval mode (deterministic).
     ``lr_scheduler``: an optional ``torch.optim.lr_scheduler`` class taking the optimiser (YAML
     ``model.lr_scheduler: {class_path: torch.optim.lr_scheduler.MultiStepLR, init_args: {milestones: [...]}}``),
     stepped once per optimiser step, counted in steps; ReduceLROnPlateau is stepped with the training loss α²L
@@ -59,6 +62,7 @@ class PhaseModule(pl.LightningModule):
         optimizer: OptimizerCallable = _sgd,
         members: int = 1,
         steps_per_call: int = 1,
+        center: bool = True,
         lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__()
@@ -73,6 +77,7 @@ class PhaseModule(pl.LightningModule):
         self.alpha, self.alpha_tilde = self._resolve_alpha(net, alpha, alpha_tilde)
         self.loss_name, self.loss_beta = loss, loss_beta
         self.loss_fn = get_loss(loss, loss_beta)
+        self.center = check_bool("model.center", center)
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
         self.scheduler: Any = None  # stepped by optimizer_step (not by Lightning: see _attach_scheduler)
@@ -112,43 +117,65 @@ class PhaseModule(pl.LightningModule):
         """f(w₀, x), cached for the last batch object (the full batch is the same tensor every step)."""
         if self._f0_cache is not None and self._f0_cache[0] is x:
             return self._f0_cache[1]
+        training = self.net0.training
         with torch.no_grad():
-            out = self._scalar_output(self.net0(x), x)
+            out = self._scalar_output(self.net0.eval()(x), x)
+        self.net0.train(training)
         self._f0_cache = (x, out)
         return out
 
     def forward(self, x: Tensor) -> Tensor:
-        """F(w, x) = α·(f(w, x) − f(w₀, x)); x (P, ...) → (P,), or (K, P) with K members."""
+        """F(w, x) = α·(f(w, x) − f(w₀, x)) (α·f(w, x) without ``center``); x (P, ...) → (P,) or (P, C) for C
+        classes, with K members (K, P) or (K, P, C)."""
+        if not self.center:
+            return self.alpha * self._scalar_output(self.net(x), x)
         return self.alpha * (self._scalar_output(self.net(x), x) - self.f0(x))
 
     def _scalar_output(self, out: Tensor, x: Tensor) -> Tensor:
+        """(P,) or (P, 1) → (P,); (P, C) with C ≥ 2 class outputs is kept; members: (K, P) or (K, P, C)."""
         if out.dim() == 2 and out.shape[1] == 1 and self.members == 1:
             out = out.squeeze(1)
-        expected = x.shape[:1] if self.members == 1 else (self.members, x.shape[0])
-        if out.shape != expected:
+        lead = x.shape[:1] if self.members == 1 else (self.members, x.shape[0])
+        if out.shape[: len(lead)] != lead or out.dim() > len(lead) + 1:
             raise ConfigError("model.net", f"output shape {tuple(out.shape)}",
-                              f"shape ({x.shape[0]},): one scalar per sample")
+                              f"shape {tuple(lead)} or {tuple(lead) + ('C',)}: one output per sample and class")
         return out
 
-    def check_net(self, x: Tensor) -> None:
-        """Raise ConfigError if the net does not map x (P, ...) to (P,) finite values; used before a run starts."""
+    def check_net(self, x: Tensor, y: Tensor | None = None) -> None:
+        """Raise ConfigError if the net does not map x (P, ...) to (P,) finite values — (P, C) with C > max y
+        for integer class labels y; used before a run starts."""
         param = next(self.net.parameters(), None)
         if param is not None and x.is_floating_point():
             x = x.to(param.dtype)  # before the trainer has applied its precision
+        training = self.net.training
         with torch.no_grad():
-            out = self._scalar_output(self.net(x), x)
+            out = self._scalar_output(self.net.eval()(x), x)
+        self.net.train(training)
         if not torch.isfinite(out).all():
             raise ConfigError("model.net", "non-finite output at initialisation", "finite outputs")
+        if y is not None:
+            single = out.dim() == (1 if self.members == 1 else 2)  # no class axis
+            if not y.is_floating_point() and (single or out.shape[-1] <= int(y.max())):
+                raise ConfigError("model.net.out_dim", 1 if single else out.shape[-1],
+                                  "the number of classes C of data.labels: class (filled from the data)")
+            if y.is_floating_point() and not single:
+                raise ConfigError("model.net.out_dim", out.shape[-1], "1 for ±1 labels (data.labels: parity)")
 
     # ---- loss and statistics -------------------------------------------------------------------
+    def margin_and_loss(self, F_out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """(z, ℓ) per sample, (P,) or members' (K, P): z = yF (±1 labels) or F_y − max_{c≠y} F_c (class labels),
+        Δ = 1 − z."""
+        z = margin_variable(F_out, y)
+        return z, sample_loss(self.loss_name, self.loss_fn, F_out, y, z)
+
     def stats(self, F_out: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """loss = α²L = mean ℓ(yF) (differentiable), n_delta = #{Δ > 0}, delta_max = max Δ (detached),
-        error = mean[yF ≤ 0], each a mean/count/max over the samples (last axis): () for F (P,), (K,) for
-        members' F (K, P)."""
-        z = y * F_out
-        delta = margins(F_out, y)
+        """loss = α²L = mean ℓ (differentiable), n_delta = #{Δ > 0}, delta_max = max Δ (detached),
+        error = mean[z ≤ 0], each a mean/count/max over the samples (last axis of z): () for one net, (K,)
+        for K members."""
+        z, loss = self.margin_and_loss(F_out, y)
+        delta = 1 - z
         return {
-            "loss": self.loss_fn(z).mean(-1),
+            "loss": loss.mean(-1),
             "n_delta": n_delta(delta),
             "delta_max": delta.detach().amax(-1),
             "error": (z <= 0).to(F_out.dtype).mean(-1),
@@ -235,8 +262,8 @@ class PhaseModule(pl.LightningModule):
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         x, y = batch
-        z = y * self(x)
-        self.test_loss.update(self.loss_fn(z))  # torchmetrics: exact mean over batches and ranks
+        z, loss = self.margin_and_loss(self(x), y)
+        self.test_loss.update(loss)  # torchmetrics: exact mean over batches and ranks
         self.test_error.update((z <= 0).to(z.dtype))
         self.log_dict({"test/loss": self.test_loss, "test/error": self.test_error}, on_epoch=True)
 
@@ -330,7 +357,8 @@ class PhaseModule(pl.LightningModule):
         self._pending_freeze = [k for k, a in enumerate(active) if not a]  # frozen once the weights are loaded
 
     # Callbacks of this package that read the net as one network (one output per sample) and so refuse members.
-    _SINGLE_NET_CALLBACKS = ("NTKChange", "Margins", "WeightsChange", "TimeScale", "HessianSpectrum")
+    _SINGLE_NET_CALLBACKS = ("NTKChange", "Margins", "WeightsChange", "TimeScale", "HessianSpectrum", "LoadCurve",
+                             "DiffeoStability")
 
     def on_fit_start(self) -> None:
         for field, value, why in (("model.members", self.members, "it measures one net; not per member yet"),

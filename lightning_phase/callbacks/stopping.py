@@ -54,6 +54,17 @@ def stall_check(history: list[float], window: int, rtol: float) -> bool:
     return start - best <= rtol * abs(start)
 
 
+def _full_delta(trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Δ = 1 − z on the full training set at the current weights, x_train): Δ (P,) or (K, P) with members;
+    z = yF, or F_y − max_{c≠y} F_c for class labels (the module's ``margin_and_loss``)."""
+    x, y = full_set(trainer, pl_module, "x_train"), full_set(trainer, pl_module, "y_train")
+    with torch.no_grad():
+        F_out = pl_module(x)
+        if callable(getattr(pl_module, "margin_and_loss", None)):
+            return 1 - pl_module.margin_and_loss(F_out, y)[0], x
+        return margins(F_out, y), x
+
+
 class StopRules(pl.Callback):
     """Stops training when a rule fires and records the reason (``self.reason``) for the run summary.
 
@@ -169,9 +180,7 @@ class StopRules(pl.Callback):
         dm = trainer.datamodule
         if dm is None or getattr(dm, "x_train", None) is None:
             return True
-        x, y = full_set(trainer, pl_module, "x_train"), full_set(trainer, pl_module, "y_train")
-        with torch.no_grad():
-            delta = margins(pl_module(x), y)  # (P,) or (K, P) with members
+        delta, _ = _full_delta(trainer, pl_module)  # (P,) or (K, P) with members
         d_max = float((delta if k is None else delta[k]).max())
         return d_max <= self.delta_tol
 
@@ -273,16 +282,16 @@ class StopRules(pl.Callback):
         dm = trainer.datamodule
         if dm is None or getattr(dm, "x_train", None) is None:
             return
-        x, y = full_set(trainer, pl_module, "x_train"), full_set(trainer, pl_module, "y_train")
-        with torch.no_grad():
-            delta = margins(pl_module(x), y)  # (P,), or (K, P) with members
+        delta, x = _full_delta(trainer, pl_module)  # (P,), or (K, P) with members
         if delta.dim() == 2:
             rules = self._member_rules or [self] * delta.shape[0]
             recs = [decision_record(delta[k], rules[k].converged, self.delta_tol) for k in range(delta.shape[0])]
             self.decision = {**recs[0], "member_fit_state": [r["fit_state"] for r in recs]}
             return
         net = getattr(pl_module, "net", None)
-        trained = isinstance(net, torch.nn.Module) and not getattr(pl_module, "lazy_limit", False)
+        # dead points for a trained single-output net (a class axis would need one diagonal per class)
+        trained = isinstance(net, torch.nn.Module) and not getattr(pl_module, "lazy_limit", False) \
+            and getattr(net, "out_dim", 1) == 1
         self.decision = decision_record(delta, self.converged, self.delta_tol, net if trained else None, x)
         n_dead = self.decision["margins_n_dead"]
         if n_dead is not None:
