@@ -18,7 +18,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("lightning_phase.sweep.commands:main_sweep", "run every point of a sweep spec's grid (Optuna)"),
     "threshold": ("lightning_phase.sweep.commands:main_threshold",
                   "find the jamming width h* per group by bisection"),
-    "results": ("lightning_phase.sweep.commands:main_results", "table of all trials of a study"),
+    "results": ("lightning_phase.analysis.results:main_results",
+                "every trial of a study sorted by its grid keys (--format table|csv|json)"),
     "report": ("lightning_phase.analysis.report:main_report",
                "report.md, fits.json and figures (PNG, SVG) of studies or run folders"),
 }
