@@ -16,11 +16,40 @@ OUTPUTS_FILE = "outputs.npz"
 
 
 def write_json_atomic(path: Path, obj: dict[str, Any]) -> None:
-    """Write JSON to ``path`` via a temporary file and os.replace: readers see the old or the new file."""
+    """Write JSON to ``path`` via a temporary file, fsync, os.replace, fsync of the folder: readers see the old
+    or the new file, and after a power cut the new one is on disk. On failure (ENOSPC) nothing is left
+    behind (no partial temporary file) and the OSError is raised."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+    data = (json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n").encode()
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """fsync a directory, so that a rename into it survives a crash (a no-op where unsupported)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_npz_atomic(path: Path, arrays: dict[str, Any]) -> None:
@@ -59,15 +88,15 @@ def package_versions() -> dict[str, str]:
 
 
 def _jsonable(obj: Any) -> Any:
-    """Plain JSON types: tensors/numpy scalars → numbers, paths → str; NaN/inf kept as floats."""
+    """Plain JSON types: tensors/numpy scalars → numbers, paths → str; NaN/inf → None (null)."""
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_jsonable(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
-        return obj.item()
+        return _jsonable(obj.item())
     if isinstance(obj, float) and not math.isfinite(obj):
-        return obj
+        return None   # strict JSON: a NaN/inf metric is null (no value), never a number
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return str(obj)

@@ -61,6 +61,9 @@ class Margins(ScheduledCallback):
         writer = tensorboard(trainer)
         if self.histogram and writer is not None:
             writer.add_histogram("margins/delta", delta.detach().cpu(), global_step=step)
+        if not bool(torch.isfinite(delta).all()):   # NaN margins would count as met: no count at all
+            nan = float("nan")
+            return {"margins/n_delta": nan, "margins/n_delta_over_p": nan, "margins/min": nan, "margins/median": nan}
         n = int(n_delta(delta))
         return {"margins/n_delta": n, "margins/n_delta_over_p": n / len(delta),
                 "margins/min": float(delta.min()), "margins/median": float(delta.median())}
@@ -83,7 +86,7 @@ class Margins(ScheduledCallback):
         out = {f"margins_{k}": self.last.get(f"margins/{k}") for k in ("n_delta", "n_delta_over_p")}
         for k in ("theta", "theta_err", "gamma", "gamma_err", "k_pos", "k_neg"):
             out[k] = self.fit.get(k)
-        if out["margins_n_delta"] is not None:
+        if out["margins_n_delta"] is not None and out["margins_n_delta"] == out["margins_n_delta"]:
             out["margins_n_delta"] = int(out["margins_n_delta"])
         return out
 

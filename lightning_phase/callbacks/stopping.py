@@ -15,7 +15,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from lightning_phase.errors import check_bool, check_positive_float, check_positive_int
+from lightning_phase.errors import ConfigError, check_bool, check_positive_float, check_positive_int
 
 
 class StopReason(str, enum.Enum):
@@ -26,7 +26,7 @@ class StopReason(str, enum.Enum):
     STEP_BUDGET = "STEP_BUDGET"  # trainer.max_steps reached
     TIME_BUDGET = "TIME_BUDGET"  # flow time t ≥ max_time
     WALL_CAP = "WALL_CAP"  # the optional wall-clock safety cap (recorded; not a physics budget)
-    DIVERGED = "DIVERGED"  # the loss became NaN or infinite
+    DIVERGED = "DIVERGED"  # α²L became NaN/inf, or rose above diverge_factor × its first value
     INTERRUPTED = "INTERRUPTED"  # the fit loop ended for another reason (max_epochs, Ctrl-C, crash)
 
 
@@ -50,7 +50,10 @@ class StopRules(pl.Callback):
     param-group entry (GradientFlow) that has none, so the last step lands on t = max_time exactly.
     wall_cap_seconds: safety cap on wall-clock time,
     recorded as WALL_CAP (None: off). check_every: evaluate the rules every k steps (each check syncs
-    the device once).
+    the device once). diverge_factor: the DIVERGED rule — α²L non-finite, or α²L > diverge_factor · α²L₀
+    with α²L₀ the first value checked (F = 0 at initialisation, so α²L₀ = ℓ(0): 1 for the hinge, ½ for
+    the quadratic hinge); gradient descent on these losses does not rise 100-fold unless the step size is
+    unstable (None: only non-finite losses count).
 
     With K members (``model.members``) every member has its own rules, history and reason: a member whose
     rule fires is frozen (``pl_module.freeze_member(k)``) while the others go on; training ends when all
@@ -65,6 +68,7 @@ class StopRules(pl.Callback):
         max_time: float | None = None,
         wall_cap_seconds: float | None = None,
         check_every: int = 1,
+        diverge_factor: float | None = 100.0,
     ):
         self.when_fitted = check_bool("stop.when_fitted", when_fitted)
         self.stall_window = None if stall_window is None else check_positive_int("stop.stall_window", stall_window)
@@ -73,6 +77,11 @@ class StopRules(pl.Callback):
         self.wall_cap = (None if wall_cap_seconds is None
                          else check_positive_float("stop.wall_cap_seconds", wall_cap_seconds))
         self.check_every = check_positive_int("stop.check_every", check_every)
+        self.diverge_factor = (None if diverge_factor is None
+                               else check_positive_float("stop.diverge_factor", diverge_factor))
+        if self.diverge_factor is not None and self.diverge_factor <= 1:
+            raise ConfigError("stop.diverge_factor", diverge_factor, "a number > 1, or null (off)")
+        self.loss_start: float | None = None
         self.reason: StopReason | None = None
         self._history: list[float] = []
         self._t_start = 0.0
@@ -92,6 +101,10 @@ class StopRules(pl.Callback):
         """The stop decision from the current values; None means go on."""
         if not math.isfinite(loss):
             return StopReason.DIVERGED
+        if self.loss_start is None:
+            self.loss_start = loss
+        elif self.diverge_factor is not None and loss > self.diverge_factor * abs(self.loss_start):
+            return StopReason.DIVERGED
         if self.when_fitted and n_delta == 0:
             return StopReason.ALL_MARGINS_MET
         if self.max_time is not None and flow_time >= self.max_time:
@@ -108,7 +121,14 @@ class StopRules(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not isinstance(outputs, dict) or "n_delta" not in outputs or trainer.global_step % self.check_every:
+        if not isinstance(outputs, dict) or outputs.get("stop_checked"):  # steps_per_call > 1: checked per step
+            return
+        self.check(trainer, pl_module, outputs)
+
+    def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: dict[str, Any]) -> None:
+        """Apply the rules to one step's outputs (``loss_value``, ``n_delta``); sets ``trainer.should_stop``.
+        Called at each batch end, or by PhaseModule after each of its ``steps_per_call`` inner steps."""
+        if "n_delta" not in outputs or trainer.global_step % self.check_every:
             return
         if outputs["n_delta"].dim() == 1:
             self._members_batch_end(trainer, pl_module, outputs)
@@ -130,7 +150,7 @@ class StopRules(pl.Callback):
             self._member_rules = []
             for _ in range(k_all):
                 rules = copy.copy(self)
-                rules._history, rules._member_rules, rules.reason = [], None, None
+                rules._history, rules._member_rules, rules.reason, rules.loss_start = [], None, None, None
                 self._member_rules.append(rules)
             self.member_reasons, self.member_steps = [None] * k_all, [None] * k_all
         stats = torch.stack([outputs["loss_value"].double(), outputs["n_delta"].double()])  # (2, K), one sync
@@ -167,21 +187,26 @@ class StopRules(pl.Callback):
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"history": list(self._history)}
+        out: dict[str, Any] = {"history": list(self._history), "loss_start": self.loss_start,
+                               "reason": None if self.reason is None else self.reason.value}
         if self._member_rules is not None:
             out["members"] = {"history": [list(r._history) for r in self._member_rules],
+                              "loss_start": [r.loss_start for r in self._member_rules],
                               "reasons": [None if r is None else r.value for r in self.member_reasons or []],
                               "steps": list(self.member_steps or [])}
         return out
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._history = list(state_dict.get("history", []))
+        self.loss_start = state_dict.get("loss_start")
+        self.reason = None if state_dict.get("reason") is None else StopReason(state_dict["reason"])
         members = state_dict.get("members")
         if members is not None:
             self._member_rules = []
-            for hist in members["history"]:
+            starts = members.get("loss_start") or [None] * len(members["history"])
+            for hist, start in zip(members["history"], starts, strict=True):
                 rules = copy.copy(self)
-                rules._history, rules._member_rules, rules.reason = list(hist), None, None
+                rules._history, rules._member_rules, rules.reason, rules.loss_start = list(hist), None, None, start
                 self._member_rules.append(rules)
             self.member_reasons = [None if r is None else StopReason(r) for r in members["reasons"]]
             self.member_steps = list(members["steps"])

@@ -85,6 +85,8 @@ class RunSummary(pl.Callback):
             "seed": self.seed,
             "data_seed": getattr(dm, "data_seed", None),
             "dataset": getattr(dm, "dataset", None),
+            "labels": getattr(dm, "labels", None),
+            "out_dim": getattr(net, "out_dim", None),
             "n_train": getattr(dm, "n_train", None),
             "steps": trainer.global_step,
             "flow_time": getattr(pl_module, "flow_time", None),
@@ -105,7 +107,7 @@ class RunSummary(pl.Callback):
                 rec[f"{split}_loss"], rec[f"{split}_error"] = ev["loss"], ev["error"]
                 if split == "train":
                     rec["n_delta"] = ev["n_delta"]
-                    rec["n_delta_over_p"] = ev["n_delta"] / max(len(y), 1)
+                    rec["n_delta_over_p"] = None if ev["n_delta"] is None else ev["n_delta"] / max(len(y), 1)
         for cb in trainer.callbacks:
             if cb is not self and callable(getattr(cb, "summary", None)):
                 rec.update(cb.summary())
@@ -157,7 +159,8 @@ def _member_records(rec: dict[str, Any], pl_module: pl.LightningModule, evals: d
             m[f"{split}_loss"], m[f"{split}_error"] = ev["loss"][k], ev["error"][k]
             if split == "train":
                 m["n_delta"] = ev["n_delta"][k]
-                m["n_delta_over_p"] = ev["n_delta"][k] / max(n_train, 1)
+                nd = ev["n_delta"][k]
+                m["n_delta_over_p"] = None if nd is None else nd / max(n_train, 1)
         members.append(m)
     rec["members"], rec["n_members"] = members, k_all
     rec.update({key: v for key, v in members[0].items() if key not in ("member", "seed", "seed_source")})

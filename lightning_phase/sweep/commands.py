@@ -97,6 +97,21 @@ def _prepare(args):
     return spec, runner, opts, lambda: ensure_study(storage, spec)
 
 
+def _warm_data(base: dict, fixed: dict) -> None:
+    """Generate the trials' generated data set (mnist1d: base ``data:`` with the spec's fixed ``data.*``) once
+    here, before the workers and their trials are forked, so trials do not regenerate it
+    (``data.sources.warm_cache``)."""
+    from lightning_phase.data.sources import warm_cache
+
+    data = base.get("data") if isinstance(base, dict) else None
+    data = dict(data) if isinstance(data, dict) else {}
+    data.update({k.split(".", 1)[1]: v for k, v in (fixed or {}).items() if k.startswith("data.")})
+    try:
+        warm_cache(data)
+    except (TypeError, ValueError):
+        pass  # a bad value is reported by the config check, with its field name
+
+
 def cmd_run(args) -> int:
     from lightning_phase.sweep import launch, threshold
     from lightning_phase.sweep.runner import preload
@@ -107,6 +122,7 @@ def cmd_run(args) -> int:
     preload(args.runner)
     import_s = _process_age()   # interpreter start + every import, paid once per sweep command
     write_base(spec, opts.runs_dir)
+    _warm_data(spec.base, spec.fixed)
     _check_first_config(args.runner, spec, opts)
     h = make_study()
     show = not args.no_progress

@@ -1,8 +1,11 @@
 """Where a sweep lives: an Optuna storage opened from one URL, failing at once when it cannot be reached.
 
 - a file path (default ``runs/sweeps.journal``): Optuna's JournalStorage on a JournalFileBackend. It
-  appends one JSON line per operation under a file lock, with fsync, and never rewrites, so several
-  worker processes can write at once; a torn last line (a writer killed mid-append) is skipped. SQLite
+  appends one JSON line per operation under a file lock, with fsync, so several worker processes can
+  write at once. :class:`FencedJournalFileBackend` adds the fence Optuna lacks: a torn last line (a
+  writer killed mid-append, a full disk) is cut off, under the lock, before the next append — Optuna's own
+  backend appends onto it, which turns it into a damaged line that every later reader refuses — and a
+  damaged line is reported as one line naming the file and its byte offset. SQLite
   serialises writers with a whole-database lock ("database is locked" under contention) and cannot
   lock a row, so the compare-and-set RUNNING → FAIL that makes a stale trial's retry unique is not
   atomic there.
@@ -13,13 +16,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Generator
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal._file import get_lock_file
 
 from lightning_phase.errors import ConfigError
 
@@ -55,6 +62,88 @@ def open_storage(url: str | None) -> BaseStorage:
     raise AssertionError("unreachable")
 
 
+class JournalDamaged(ConfigError):
+    """A journal line that is not a complete JSON record (not the torn last line, which is skipped)."""
+
+    def __init__(self, path: str, offset: int, detail: str):
+        super().__init__("--storage", path, f"a readable journal (damaged line at byte {offset}: {detail}; "
+                         f"the file up to byte {offset} is intact)")
+        self.offset = offset
+
+
+class FencedJournalFileBackend(JournalFileBackend):
+    """Optuna's journal file backend with a torn-tail fence and located read errors (module doc)."""
+
+    def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
+        """Optuna's read, but every complete line must be a JSON record: else :class:`JournalDamaged`.
+        The last line without a newline is an append in progress (or torn): not yet part of the journal."""
+        with open(self._file_path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            number, offset = 0, 0
+            if log_number_from in self._log_number_offset:
+                number, offset = log_number_from, self._log_number_offset[log_number_from]
+                f.seek(offset)
+            for line in f:
+                if offset + len(line) > size or not line.endswith(b"\n"):
+                    return   # written after we looked, or torn: the next append cuts a torn tail off
+                try:
+                    record = json.loads(line)
+                except ValueError as exc:
+                    raise JournalDamaged(self._file_path, offset, f"{type(exc).__name__} {exc}"[:120]) from None
+                if not isinstance(record, dict):
+                    raise JournalDamaged(self._file_path, offset, "not a JSON object")
+                offset += len(line)
+                number += 1
+                self._log_number_offset[number] = offset
+                if number > log_number_from:
+                    yield record
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        """Append under the lock, after cutting off a torn last line; a failed write (ENOSPC) is undone."""
+        data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8")
+        with get_lock_file(self._lock):
+            fd = os.open(self._file_path, os.O_RDWR)   # unbuffered: nothing is left to flush after a failure
+            try:
+                end = fence_torn_tail(fd)
+                try:
+                    self._write(fd, end, data)
+                    os.fsync(fd)
+                except BaseException:
+                    try:   # leave no torn tail behind (the next append would cut it anyway)
+                        os.ftruncate(fd, end)
+                        os.fsync(fd)
+                    except OSError:
+                        pass
+                    raise
+            finally:
+                os.close(fd)
+
+    @staticmethod
+    def _write(fd: int, offset: int, data: bytes) -> None:
+        """os.pwrite until all of ``data`` is written at ``offset`` (tests replace it to inject ENOSPC)."""
+        view = memoryview(data)
+        while view:
+            n = os.pwrite(fd, view, offset)
+            view, offset = view[n:], offset + n
+
+
+def fence_torn_tail(fd: int) -> int:
+    """Truncate a journal (an fd open for writing) after its last newline; returns the new size."""
+    size = os.fstat(fd).st_size
+    end = size
+    while end > 0:
+        start = max(0, end - 4096)
+        cut = os.pread(fd, end - start, start).rfind(b"\n")
+        if cut >= 0:
+            end = start + cut + 1
+            break
+        end = start
+    if end != size:
+        os.ftruncate(fd, end)
+        os.fsync(fd)
+    return end
+
+
 def _journal(path: str) -> JournalStorage:
     p = Path(path)
     if not p.parent.is_dir():
@@ -62,7 +151,7 @@ def _journal(path: str) -> JournalStorage:
     if p.exists() and not os.access(p, os.R_OK | os.W_OK):
         raise ConfigError("--storage", path, "a readable and writable journal file")
     try:
-        return JournalStorage(JournalFileBackend(str(p)))
+        return JournalStorage(FencedJournalFileBackend(str(p)))
     except OSError as exc:
         raise ConfigError("--storage", path, f"a writable journal file ({exc.strerror})") from None
 

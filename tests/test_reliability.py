@@ -1,0 +1,55 @@
+"""Nothing lost: non-finite runs give null metrics and DIVERGED, summary.json is whole or absent, signals
+end a run INTERRUPTED."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from lightning_phase.callbacks.stopping import StopReason, StopRules
+from lightning_phase.run import fit
+
+TINY = {   # ~0.5 s: random data, P = 20
+    "trainer": {"max_steps": 40, "enable_progress_bar": False,
+                "logger": {"class_path": "pytorch_lightning.loggers.TensorBoardLogger",
+                           "init_args": {"save_dir": "runs", "name": "t", "version": "v"}}},
+    "model": {"net": {"class_path": "lightning_phase.nets.FullyConnected", "init_args": {"width": 8, "depth": 2}},
+              "alpha_tilde": 1.0, "loss": "quadratic_hinge",
+              "optimizer": {"class_path": "torch.optim.SGD", "init_args": {"lr": 0.1}}},
+    "data": {"dataset": "random", "n_train": 20, "n_test": 20, "dim": 5},
+}
+
+
+def _summary() -> dict:
+    return json.loads(Path("runs/t/v/summary.json").read_text())   # strict JSON: no NaN literal inside
+
+
+def test_diverge_rule_fires_on_a_hundredfold_rise_or_a_non_finite_loss():
+    rules = StopRules(when_fitted=False)
+    assert [rules._decide(v, 5, 0.0, 0.0) for v in (1.0, 50.0, 99.0)] == [None, None, None]
+    assert rules._decide(100.5, 5, 0.0, 0.0) is StopReason.DIVERGED
+    off = StopRules(when_fitted=False, diverge_factor=None)
+    assert [off._decide(v, 5, 0.0, 0.0) for v in (1.0, 1e9)] == [None, None]
+    assert off._decide(float("nan"), 5, 0.0, 0.0) is StopReason.DIVERGED
+
+
+def test_nan_run_has_null_metrics_never_n_delta_zero():
+    rec = fit(TINY, ["--model.optimizer.init_args.lr=1e30"])
+    s = _summary()
+    assert s["stop_reason"] == rec["stop_reason"] == "DIVERGED" and s["status"] == "diverged"
+    assert s["n_delta"] is None and s["train_error"] is None and s["test_error"] is None, s
+    assert s["steps"] < 40
+
+
+def test_exploded_but_finite_run_is_diverged():
+    """Soft hinge (|ℓ'| ≤ 1, so the weights stay finite) at lr 1e8: α²L rises far above ℓ(0)."""
+    fit(TINY, ["--model.loss=soft_hinge", "--model.optimizer.init_args.lr=1e8"])
+    s = _summary()
+    assert s["stop_reason"] == "DIVERGED" and s["steps"] < 40, s
+    assert s["train_loss"] is None or s["train_loss"] > 100   # finite or not, never a result
+
+
+def test_stable_run_is_not_diverged():
+    fit(TINY)
+    s = _summary()
+    assert s["stop_reason"] != "DIVERGED" and isinstance(s["n_delta"], int) and s["train_loss"] < 0.5
