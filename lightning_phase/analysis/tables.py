@@ -42,16 +42,15 @@ def open_existing_storage(url: str | os.PathLike | None):
     ConfigError naming ``--storage``; a PostgreSQL database is opened without creating tables."""
     import optuna
     from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
 
-    from lightning_phase.sweep.storage import DEFAULT_STORAGE, describe
+    from lightning_phase.sweep.storage import DEFAULT_STORAGE, FencedJournalFileBackend, describe
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = str(url) if url is not None else DEFAULT_STORAGE
     if "://" not in url:
         if not Path(url).is_file():
             raise ConfigError("--storage", url, "an existing journal file (a sweep writes one; nothing to read here)")
-        return JournalStorage(JournalFileBackend(url))
+        return JournalStorage(FencedJournalFileBackend(url))   # a damaged line: JournalDamaged (ConfigError)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
         raise ConfigError("--storage", url, "an existing SQLite database file")
     try:
