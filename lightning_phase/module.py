@@ -8,7 +8,7 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
@@ -32,6 +32,11 @@ class PhaseModule(pl.LightningModule):
     Outputs: (P,) for ±1 labels, (P, C) for C classes (integer labels; z = F_y − max_{c≠y} F_c, see
     ``losses``); members add a leading axis. ``center``: subtract f₀ (default); false trains F = α·f (nets
     with dropout or BatchNorm, as in [SB]). f₀ is evaluated with the initial net in eval mode (deterministic).
+    ``lr_scheduler``: an optional ``torch.optim.lr_scheduler`` class taking the optimiser (YAML
+    ``model.lr_scheduler: {class_path: torch.optim.lr_scheduler.MultiStepLR, init_args: {milestones: [...]}}``),
+    stepped once per optimiser step, counted in steps; ReduceLROnPlateau is stepped with the training loss α²L
+    (averaged over ranks and members), so its ``patience`` counts steps too. Flow time t adds the rate each
+    step used. With a scheduler ``train/lr`` is logged.
     Logs each step ``train/loss`` (= α²L), ``train/n_delta`` (#{Δ > 0}), ``train/error`` (fraction
     with yF ≤ 0); on validation ``test/loss`` and ``test/error``.
 
@@ -58,6 +63,7 @@ class PhaseModule(pl.LightningModule):
         members: int = 1,
         steps_per_call: int = 1,
         center: bool = True,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ):
         super().__init__()
         if not isinstance(net, nn.Module):
@@ -73,6 +79,10 @@ class PhaseModule(pl.LightningModule):
         self.loss_fn = get_loss(loss, loss_beta)
         self.center = check_bool("model.center", center)
         self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.scheduler: Any = None  # stepped by optimizer_step (not by Lightning: see _attach_scheduler)
+        self._pending_scheduler_state: dict[str, Any] | None = None
+        self._last_loss: Tensor | None = None
         self.net0 = copy.deepcopy(net).requires_grad_(False)  # frozen f(w₀, ·)
         self._f0_cache: tuple[Tensor, Tensor] | None = None
         self.test_loss, self.test_error = MeanMetric(), MeanMetric()
@@ -81,7 +91,7 @@ class PhaseModule(pl.LightningModule):
         self.member_active = [True] * self.members  # False once member k's stop rule fired
         self._frozen: dict[int, list[Tensor]] = {}  # member k → its parameters when it stopped
         self._last_outputs: Tensor | None = None  # F on the training batch at the last evaluation
-        self.save_hyperparameters(ignore=["net", "optimizer"])
+        self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
 
     @staticmethod
     def _resolve_alpha(net: nn.Module, alpha: float | None, alpha_tilde: float | None) -> tuple[float, float | None]:
@@ -159,12 +169,15 @@ class PhaseModule(pl.LightningModule):
         return z, sample_loss(self.loss_name, self.loss_fn, F_out, y, z)
 
     def stats(self, F_out: Tensor, y: Tensor) -> dict[str, Tensor]:
-        """loss = α²L = mean ℓ (differentiable), n_delta = #{Δ > 0}, error = mean[z ≤ 0], each a
-        mean/count over the samples (last axis of z): () for one net, (K,) for K members."""
+        """loss = α²L = mean ℓ (differentiable), n_delta = #{Δ > 0}, delta_max = max Δ (detached),
+        error = mean[z ≤ 0], each a mean/count/max over the samples (last axis of z): () for one net, (K,)
+        for K members."""
         z, loss = self.margin_and_loss(F_out, y)
+        delta = 1 - z
         return {
             "loss": loss.mean(-1),
-            "n_delta": n_delta(1 - z),
+            "n_delta": n_delta(delta),
+            "delta_max": delta.detach().amax(-1),
             "error": (z <= 0).to(F_out.dtype).mean(-1),
         }
 
@@ -180,12 +193,15 @@ class PhaseModule(pl.LightningModule):
         if self.members > 1:
             nan = float("nan")
             loss, nd, err = s["loss"].tolist(), s["n_delta"].tolist(), s["error"].tolist()
+            dmax = s["delta_max"].tolist()
             return {"loss": [v if ok else nan for v, ok in zip(loss, finite, strict=True)],
                     "n_delta": [v if ok else None for v, ok in zip(nd, finite, strict=True)],
+                    "delta_max": [v if ok else nan for v, ok in zip(dmax, finite, strict=True)],
                     "error": [v if ok else nan for v, ok in zip(err, finite, strict=True)]}
         if not finite[0]:
-            return {"loss": float("nan"), "n_delta": None, "error": float("nan")}
-        return {"loss": float(s["loss"]), "n_delta": int(s["n_delta"]), "error": float(s["error"])}
+            return {"loss": float("nan"), "n_delta": None, "delta_max": float("nan"), "error": float("nan")}
+        return {"loss": float(s["loss"]), "n_delta": int(s["n_delta"]), "delta_max": float(s["delta_max"]),
+                "error": float(s["error"])}
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
         if not self.automatic_optimization:
@@ -198,6 +214,7 @@ class PhaseModule(pl.LightningModule):
         F_out = self(x)
         self._last_outputs = F_out.detach()  # read by GradientFlow (d_out) through last_outputs()
         s = self.stats(F_out, y)
+        self._last_loss = s["loss"].detach().mean()  # for ReduceLROnPlateau (members: their mean)
         if self.members > 1:
             return self._members_step_output(s, F_out, len(y), log)
         if log and self._logs_this_step():  # under DDP: N_Δ summed over the ranks' shards, loss and error averaged
@@ -207,7 +224,7 @@ class PhaseModule(pl.LightningModule):
                           on_step=True, on_epoch=False, batch_size=len(y), sync_dist=True)
         # Gradient of L = (1/α²)·mean ℓ, logged value is α²L.
         return {"loss": s["loss"] / self.alpha**2, "loss_value": s["loss"].detach(),
-                "n_delta": s["n_delta"].detach(), "outputs": F_out.detach()}
+                "n_delta": s["n_delta"].detach(), "delta_max": s["delta_max"], "outputs": F_out.detach()}
 
     def _members_step_output(self, s: dict[str, Tensor], F_out: Tensor, batch_size: int,
                              log: bool) -> dict[str, Any]:
@@ -226,7 +243,7 @@ class PhaseModule(pl.LightningModule):
         active = torch.tensor(self.member_active, device=F_out.device)
         total = torch.where(active, s["loss"], torch.zeros_like(s["loss"])).sum()
         return {"loss": total / self.alpha**2, "loss_value": s["loss"].detach(), "n_delta": s["n_delta"].detach(),
-                "outputs": F_out.detach()}
+                "delta_max": s["delta_max"], "outputs": F_out.detach()}
 
     def freeze_member(self, k: int) -> None:
         """Stop member k: from now on no optimiser step changes its weights (its clock t_k stops too)."""
@@ -262,7 +279,32 @@ class PhaseModule(pl.LightningModule):
             opt.watch_outputs(self.last_outputs)
         if self.members > 1 and hasattr(opt, "set_members"):  # GradientFlow: one dt and clock per member
             opt.set_members(self.members, lambda: self.member_active)
+        self._attach_scheduler(opt)
         return opt
+
+    def _attach_scheduler(self, opt: torch.optim.Optimizer) -> None:
+        """Build ``model.lr_scheduler`` on ``opt``. Kept out of Lightning's scheduler loop on purpose: Lightning
+        steps ReduceLROnPlateau only with a metric logged that very step, and logging every step costs ~35%
+        of a small full-batch step; here the loss of the step itself is used."""
+        self.scheduler = None if self.scheduler_factory is None else self.scheduler_factory(opt)
+        if self._pending_scheduler_state is not None and self.scheduler is not None:
+            self.scheduler.load_state_dict(self._pending_scheduler_state)
+            self._pending_scheduler_state = None
+
+    def _step_scheduler(self) -> None:
+        """One scheduler step after an optimiser step (ReduceLROnPlateau: on α²L of that step, rank mean)."""
+        if self.scheduler is None:
+            return
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            loss = self._last_loss if self._last_loss is not None else torch.tensor(math.inf)
+            if self._trainer is not None and self.trainer.world_size > 1:
+                loss = self.trainer.strategy.reduce(loss.clone(), reduce_op="mean")
+            self.scheduler.step(float(loss))
+        else:
+            self.scheduler.step()
+        if self._logs_this_step():
+            self.log("train/lr", float(self.scheduler.optimizer.param_groups[0]["lr"]), on_step=True,
+                     on_epoch=False, batch_size=1)
 
     def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
@@ -275,8 +317,9 @@ class PhaseModule(pl.LightningModule):
         dt = getattr(opt, "last_dt", None)
         if self.members > 1:
             self._members_after_step(opt, dt)
-            return
-        self.flow_time += float(dt if dt is not None else opt.param_groups[0].get("lr", 0.0))
+        else:
+            self.flow_time += float(dt if dt is not None else opt.param_groups[0].get("lr", 0.0))
+        self._step_scheduler()  # after t took the rate this step used
 
     @torch.no_grad()
     def _members_after_step(self, opt: torch.optim.Optimizer, dt: Any) -> None:
@@ -298,9 +341,15 @@ class PhaseModule(pl.LightningModule):
         checkpoint["flow_time"] = self.flow_time  # a resumed run continues the same clock
         checkpoint["member_flow_time"] = list(self.member_flow_time)
         checkpoint["member_active"] = list(self.member_active)
+        if self.scheduler is not None:
+            checkpoint["lp_lr_scheduler"] = self.scheduler.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.flow_time = float(checkpoint.get("flow_time", 0.0))
+        self._pending_scheduler_state = checkpoint.get("lp_lr_scheduler")
+        if self._pending_scheduler_state is not None and self.scheduler is not None:
+            self.scheduler.load_state_dict(self._pending_scheduler_state)
+            self._pending_scheduler_state = None
         self.member_flow_time = list(checkpoint.get("member_flow_time", [self.flow_time] * self.members))
         active = list(checkpoint.get("member_active", [True] * self.members))
         self.member_active = [True] * self.members

@@ -170,6 +170,30 @@ def _ntk_jacobian(net: nn.Module, x: Tensor, x2: Tensor | None, chunk: int | Non
                        chunk, x2 is None, next(net.parameters()).dtype, x.device)
 
 
+# ---- the diagonal Θ(x_μ, x_μ) = ‖∇_w f(x_μ)‖² ----------------------------------------------------------
+def ntk_diagonal(net: nn.Module, x: Tensor, chunk: int | None = None) -> Tensor:
+    """Θ(x_μ, x_μ) = ‖∇_w f(x_μ)‖² for every sample: x (P, ...) → (P,), the dtype of the net, no P×P matrix.
+
+    FullyConnected: Σ_ℓ ‖B_ℓ,μ‖² (‖A_ℓ,μ‖² + b_ℓ²) from the layer-wise signals, O(P·N). Any other module:
+    squared norms of the per-sample Jacobian rows (``chunk`` samples at a time, as in ``ntk``).
+    Exactly 0 for a point whose every path to the output is off (a dead point of a ReLU net).
+    """
+    if isinstance(net, FullyConnected):
+        A, B = _fc_signals(net, x)
+        diag = torch.zeros(len(x), dtype=A[0].dtype, device=x.device)
+        for layer, a, b in zip(net.layers, A, B, strict=True):
+            aa = a.pow(2).sum(1)  # (P,)
+            if layer.bias is not None:
+                aa = aa + layer.bias_scale**2
+            diag += b.pow(2).sum(1) * aa
+        return diag
+    rows, n_params = _jacobian_fn(net)
+    if chunk is None:
+        chunk = max(1, min(len(x), 2**24 // max(n_params, 1)))
+    with torch.no_grad():
+        return torch.cat([rows(x[i : i + chunk]).pow(2).sum(1) for i in range(0, len(x), chunk)])
+
+
 # ---- brute-force reference ----------------------------------------------------------------------------
 def ntk_loop(net: nn.Module, x: Tensor, x2: Tensor | None = None) -> Tensor:
     """Θ = J Jᵀ with J built row by row: one ``autograd.grad`` of f(x_μ) per sample μ (the reference code's
