@@ -31,6 +31,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningCLI
 
 from lightning_phase.callbacks import RunSummary, StepProgressBar, StopRules
+from lightning_phase.callbacks.flow_time import FlowTimeScalars
 from lightning_phase.callbacks.summary import run_dir
 from lightning_phase.data import PhaseDataModule
 from lightning_phase.errors import ConfigError
@@ -92,9 +93,14 @@ class PhaseCLI(LightningCLI):
         if config.get("enable_progress_bar", True) is not False and not any(
             isinstance(c, ProgressBar) for c in list(callbacks) + list(config.get("callbacks") or [])
         ):
-            callbacks.append(StepProgressBar())
+            # First in the list: its on_train_end shows the final values and "measuring" before the
+            # end-of-run measurements (Hessian, margins) run.
+            given = config.get("callbacks")
+            config["callbacks"] = [StepProgressBar()] + (list(given) if isinstance(given, list)
+                                                        else [] if given is None else [given])
         resolved = self.config.clone()
         resolved.pop("config", None)
+        callbacks.append(FlowTimeScalars())  # TensorBoard curves against t (no-op without a TensorBoardLogger)
         callbacks.append(RunSummary(config=resolved.as_dict(), seed=resolved.get("seed_everything")))
         return super()._instantiate_trainer(config, callbacks)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from lightning_phase.summary import SUMMARY_FILE, write_json_atomic
+from lightning_phase.summary import SUMMARY_FILE, config_hash, write_json_atomic
 
 
 def get_dotted(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -73,8 +73,8 @@ def run_toy(base_yaml: Path, overrides: list[str], run_dir: Path) -> dict[str, A
         fit_state = "UNDECIDED"  # fits, but only with ≥ 400 steps
     if loss == "toy_undecided" and n_delta > 0:
         fit_state = "UNDECIDED"  # never converges: the unfitted runs are UNDECIDED at any budget
-    summary = {"schema_version": 1, "config": cfg, "n_params": n, "width": width, "depth": depth,
-               "fit_state": fit_state,
+    summary = {"schema_version": 1, "config": cfg, "config_hash": config_hash(cfg), "n_params": n,
+               "width": width, "depth": depth, "fit_state": fit_state,
                "seed": seed, "n_train": p, "n_delta": n_delta, "train_loss": n_delta / p,
                "train_error": n_delta / (2 * p), "test_error": 0.5 - 0.4 * min(1.0, n / (4 * p)),
                "steps": 1, "flow_time": 1.0, "wall_seconds": 0.0,

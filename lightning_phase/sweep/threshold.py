@@ -32,6 +32,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from lightning_phase.summary import trial_record
 from lightning_phase.sweep.spec import SweepSpec, ThresholdSpec
 from lightning_phase.sweep.worker import RETRIED, StudyHandle, is_final_failure
 
@@ -122,7 +123,7 @@ SAT, UNSAT, UNDECIDED, FAILED = "SAT", "UNSAT", "UNDECIDED", "FAILED"
 def outcome(trial) -> str:
     """SAT / UNSAT / UNDECIDED from the run's summary ``fit_state``; FAILED for a trial that did not complete
     or diverged. A summary without ``fit_state`` (older runs): SAT if N_Δ = 0, else UNDECIDED."""
-    summary = trial.user_attrs.get("summary") or {}
+    summary = trial_record(trial.user_attrs)
     if trial.state != TrialState.COMPLETE or summary.get("stop_reason") == "DIVERGED":
         return FAILED
     state = summary.get("fit_state")
@@ -202,7 +203,7 @@ def _params(group: dict[str, Any], thr: ThresholdSpec, width: int, seed: int) ->
 def _n_params(runs, gk, width: int, thr: ThresholdSpec) -> int | None:
     for seed in thr.seeds:
         for _, t in runs.get((gk, width, seed), []):
-            n = (t.user_attrs.get("summary") or {}).get("n_params")
+            n = trial_record(t.user_attrs).get("n_params")
             if n is not None:
                 return n
     return None
