@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "results": ("lightning_phase.sweep.commands:main_results", "table of all trials of a study"),
     "report": ("lightning_phase.analysis.report:main_report",
                "report.md, fits.json and figures (PNG, SVG) of studies or run folders"),
+    "load-diagram": ("lightning_phase.analysis.load_diagram:main_load_diagram",
+                     "[SB] grid of load curves over test-error cells from LoadCurve runs"),
 }
 
 

@@ -18,7 +18,7 @@ The result does not depend on α (α = 1 here); the test outputs are Θ₀(test,
 from __future__ import annotations
 
 import torch
-from pytorch_lightning.cli import OptimizerCallable
+from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_phase.errors import ConfigError, check_positive_float
@@ -50,8 +50,10 @@ class KernelFlow(PhaseModule):
         loss_beta: float = 20.0,
         optimizer: OptimizerCallable = _default_flow,
         jitter: float = 1e-12,
+        lr_scheduler: LRSchedulerCallable | None = None,
     ):
-        super().__init__(net, alpha=1.0, loss=loss, loss_beta=loss_beta, optimizer=optimizer)
+        super().__init__(net, alpha=1.0, loss=loss, loss_beta=loss_beta, optimizer=optimizer,
+                         lr_scheduler=lr_scheduler)
         self.alpha_tilde = None  # α̃ = ∞: the summary should record the lazy limit, not α̃ = √h
         self.lazy_limit = True
         self.jitter, self.jitter_used = check_positive_float("model.jitter", jitter), None
@@ -74,6 +76,7 @@ class KernelFlow(PhaseModule):
         opt = self.optimizer_factory([self.theta])
         if hasattr(opt, "watch_outputs"):
             opt.watch_outputs(self.last_outputs)
+        self._attach_scheduler(opt)
         return opt
 
     # ---- the frozen-kernel model ---------------------------------------------------------------------

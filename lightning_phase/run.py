@@ -83,6 +83,7 @@ class PhaseCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.input_dim", "model.init_args.net.init_args.input_dim", apply_on="instantiate")
+        parser.link_arguments("data.out_dim", "model.init_args.net.init_args.out_dim", apply_on="instantiate")
         parser.add_lightning_class_args(StopRules, "stop")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="checkpoint to resume `fit` from (or to evaluate in validate/test)")
@@ -154,7 +155,7 @@ def build(config: Config = None, overrides: Sequence[str] = (), prog: str = "lig
         raise ConfigError("ckpt_path", ckpt, "an existing checkpoint file")
     # A net of the wrong shape, an optimiser refusing its arguments, or data a callback cannot use must fail
     # before any run directory exists.
-    cli.model.check_net(cli.datamodule.x_train[:4])
+    cli.model.check_net(cli.datamodule.x_train[:4], cli.datamodule.y_train)
     check_optimizer(cli.model)
     for callback in cli.trainer.callbacks:
         if callable(getattr(callback, "check_data", None)):

@@ -21,7 +21,8 @@ def test_biases_add_one_parameter_per_unit_and_start_at_zero():
     assert all(float(layer.bias.detach().abs().sum()) == 0 for layer in net.layers)
 
 
-@pytest.mark.parametrize("name,beta", [(a, 1.0) for a in ACTIVATIONS] + [("softplus", 5.0), ("swish", 10.0)])
+@pytest.mark.parametrize("name,beta", [(a, 1.0) for a in ACTIVATIONS]
+                         + [("softplus", 5.0), ("swish", 10.0), ("leaky_relu", 0.2)])
 def test_activation_second_moment_is_one(name, beta):
     g = torch.Generator().manual_seed(0)
     z = torch.randn(2_000_000, generator=g, dtype=torch.float64)

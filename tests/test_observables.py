@@ -33,7 +33,8 @@ f64 = torch.float64
 
 def _perturbed_fc(activation="softplus", bias=0.0, width=7, depth=2, d=5, seed=0):
     """A tiny float64 FC net with every parameter (biases included) moved away from its init."""
-    net = FullyConnected(width, depth, activation, 3.0, bias, d, seed=seed).to(f64)
+    beta = 0.2 if activation == "leaky_relu" else 3.0
+    net = FullyConnected(width, depth, activation, beta, bias, d, seed=seed).to(f64)
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for p in net.parameters():

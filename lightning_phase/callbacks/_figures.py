@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -61,3 +62,20 @@ def _fmt(name: str, value: float | None, err: float | None) -> str:
     if value is None:
         return f"{name} = n/a"
     return f"{name} = {value:.3f} ± {err:.3f}" if err is not None else f"{name} = {value:.3f}"
+
+
+def load_curve_figure(history: list[tuple[int, list[float]]]) -> Figure:
+    """log D_ℓ against layer ℓ ([SB] load curves), one line per measured step, coloured from early to late."""
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.add_subplot()
+    cmap = matplotlib.colormaps["viridis"]
+    n = len(history)
+    for i, (step, log_d) in enumerate(history):
+        ax.plot(range(len(log_d)), log_d, "o-", ms=3, color=cmap(i / max(n - 1, 1)),
+                label=f"step {step}" if i in (0, n - 1) else None)
+    ax.set_xlabel("layer ℓ (0 = input)")
+    ax.set_ylabel("log D_ℓ = log Tr(Σ_w Σ_b⁺)")
+    ax.set_title("load curve")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -94,12 +94,12 @@ class ScheduledCallback(pl.Callback):
 
 
 def full_set(trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, n: int | None = None):
-    """``trainer.datamodule.<name>[:n]`` moved to the module's device and its parameters' dtype (x) — y too
-    for the paired label tensor. ConfigError if the data module has no such tensor."""
+    """``trainer.datamodule.<name>[:n]`` moved to the module's device and its parameters' dtype (x, ±1 labels;
+    integer class labels keep their dtype). ConfigError if the data module has no such tensor."""
     dm = trainer.datamodule
     t = getattr(dm, name, None) if dm is not None else None
     if t is None:
         raise ConfigError("data", type(dm).__name__, f"a data module with a tensor `{name}`")
-    dtype = next(pl_module.parameters()).dtype
+    dtype = next(pl_module.parameters()).dtype if t.is_floating_point() else t.dtype  # class labels: int64
     t = t if n is None else t[:n]  # the datamodule's own object when whole: PhaseModule caches f₀ by identity
     return t.to(device=pl_module.device, dtype=dtype)

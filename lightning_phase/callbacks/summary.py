@@ -88,6 +88,8 @@ class RunSummary(pl.Callback):
             "seed": self.seed,
             "data_seed": getattr(dm, "data_seed", None),
             "dataset": getattr(dm, "dataset", None),
+            "labels": getattr(dm, "labels", None),
+            "out_dim": getattr(net, "out_dim", None),
             "n_train": getattr(dm, "n_train", None),
             "steps": trainer.global_step,
             "flow_time": getattr(pl_module, "flow_time", None),

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torch import Tensor
 
 from lightning_phase.data import sources
-from lightning_phase.data.loader import TensorLoader
+from lightning_phase.data.loader import NoisyLoader, TensorLoader
 from lightning_phase.data.preprocess import preprocess_pool
 from lightning_phase.data.sources import DATASETS, SYNTHETIC, VISION
 from lightning_phase.errors import ConfigError, check_bool, check_choice, check_positive_int
@@ -17,6 +18,7 @@ from lightning_phase.errors import ConfigError, check_bool, check_choice, check_
 RAW_DIMS = {"digits": 64, "mnist1d": 40, "mnist": 784, "fashion": 784, "kmnist": 784,
             "emnist_letters": 784, "cifar10": 3072}  # fmt: skip
 _TENSORS = ("x_train", "y_train", "x_test", "y_test", "x_kernel", "y_kernel")
+LABELS = ("parity", "class")
 
 
 def precision_dtype(precision: object) -> torch.dtype:
@@ -25,7 +27,10 @@ def precision_dtype(precision: object) -> torch.dtype:
 
 
 class PhaseDataModule(pl.LightningDataModule):
-    """Binary-labelled data sets as tensors: train (P), test (P_te) and kernel (P_k) sets, disjoint.
+    """Labelled data sets as tensors: train (P), test (P_te) and kernel (P_k) sets, disjoint.
+
+    ``labels``: ``parity`` (binary, below) or ``class`` (real sets only: y = class index 0…K−1, int64,
+    K = ``n_classes``; the net then needs ``out_dim`` = K outputs, filled from ``out_dim`` here).
 
     Real sets (``digits``, ``mnist1d``, and torchvision's ``mnist``, ``fashion``, ``kmnist``,
     ``emnist_letters``, ``cifar10`` read from ``root``): train+test pools merged, y = +1 for an even
@@ -39,9 +44,13 @@ class PhaseDataModule(pl.LightningDataModule):
     no PCA (``pca_dim`` must stay null).
 
     ``batch_size``: None = full batch; B = global mini-batch, reshuffled each epoch from ``batch_seed``.
+    ``label_noise`` q_y, ``input_noise`` q_x ([SB]): every training batch gets a fraction q_y of its labels
+    redrawn uniformly and Gaussian input noise of std q_x·std(x_train), fresh at every step (``NoisyLoader``);
+    the test and kernel sets stay clean.
     Attributes: x_* (P, D) float64 and y_* (P,) float64 in {−1, +1}, CPU; ``input_dim`` D;
     ``input_shape`` (C, H, W) for images without PCA, else (D,); ``in_channels``; ``pool_size``.
-    ``setup`` casts them to the trainer's precision (float64 for "64…", else float32).
+    ``setup`` casts x (and ±1 labels) to the trainer's precision (float64 for "64…", else float32); class
+    labels stay int64. ``out_dim``: 1 for parity labels, K for class labels.
     """
 
     def __init__(
@@ -60,10 +69,21 @@ class PhaseDataModule(pl.LightningDataModule):
         dim: int = 10,
         teacher_width: int = 32,
         teacher_depth: int = 2,
+        labels: str = "parity",
+        label_noise: float = 0.0,
+        input_noise: float = 0.0,
     ):
         super().__init__()
         check_choice("data.dataset", dataset, DATASETS)
         self.dataset = dataset
+        check_choice("data.labels", labels, LABELS)
+        if labels == "class" and dataset in SYNTHETIC:
+            raise ConfigError("data.labels", labels, f"'parity' for the synthetic data set {dataset!r}")
+        self.labels = labels
+        for key, q in (("data.label_noise", label_noise), ("data.input_noise", input_noise)):
+            if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0 <= q <= 1:
+                raise ConfigError(key, q, "a fraction in [0, 1]")
+        self.label_noise, self.input_noise = float(label_noise), float(input_noise)
         self.n_train = check_positive_int("data.n_train", n_train)
         self.n_test = check_positive_int("data.n_test", n_test)
         self.n_kernel = check_positive_int("data.n_kernel", n_kernel, minimum=0)
@@ -120,7 +140,9 @@ class PhaseDataModule(pl.LightningDataModule):
             )  # fmt: skip
         gen = sources.generator(self.data_seed, 0)
         sizes = (self.n_test, self.n_kernel, self.n_train)
-        parts = preprocess_pool(x, classes, *sizes, gen, self.pca_dim, self.whiten)
+        parts = preprocess_pool(x, classes, *sizes, gen, self.pca_dim, self.whiten, self.labels)
+        self.n_classes = int(len(np.unique(np.asarray(classes))))
+        self.out_dim = self.n_classes if self.labels == "class" else 1
         self.x_test, self.y_test = parts["test"]
         self.x_kernel, self.y_kernel = parts["kernel"]
         self.x_train, self.y_train = parts["train"]
@@ -139,6 +161,7 @@ class PhaseDataModule(pl.LightningDataModule):
                  for k, n in enumerate(sizes)]  # fmt: skip
         (self.x_test, self.y_test), (self.x_kernel, self.y_kernel), (self.x_train, self.y_train) = parts
         self.pool_size = self.n_total  # generated at exactly the needed size
+        self.n_classes, self.out_dim = 2, 1
         self.input_dim, self.input_shape, self.in_channels = self.dim, (self.dim,), 1
 
     # ------------------------------------------------------------------------------------ Lightning API
@@ -160,7 +183,9 @@ class PhaseDataModule(pl.LightningDataModule):
         if self.x_train.dtype == dtype:
             return
         for name in _TENSORS:
-            setattr(self, name, getattr(self, name).to(dtype))
+            t = getattr(self, name)
+            if t.is_floating_point():  # class labels stay int64
+                setattr(self, name, t.to(dtype))
         self._loaders.clear()
         self._device_cache.clear()
 
@@ -173,8 +198,14 @@ class PhaseDataModule(pl.LightningDataModule):
             self._loaders[key] = TensorLoader(x, y, batch_size, self.batch_seed, rank, world, epoch_fn)
         return self._loaders[key]
 
-    def train_dataloader(self) -> TensorLoader:
-        return self._loader("train", self.batch_size)
+    def train_dataloader(self) -> TensorLoader | NoisyLoader:
+        loader = self._loader("train", self.batch_size)
+        if not (self.label_noise or self.input_noise):
+            return loader
+        rank, _ = self._rank_world()
+        epoch_fn = self._epoch if self.trainer is not None else None
+        return NoisyLoader(loader, self.input_noise, self.label_noise, float(self.x_train.std()), self.n_classes,
+                           self.batch_seed, rank, epoch_fn)
 
     def val_dataloader(self) -> TensorLoader:
         return self._loader("test", None)

@@ -77,3 +77,40 @@ class TensorLoader:
     def tensors(self) -> tuple[Tensor, ...]:
         """The tensors this loader hands out unchanged (safe to cache on a device by identity)."""
         return self.full if self.batch_size is None else ()
+
+
+class NoisyLoader:
+    """[SB] data noise, redrawn at every step: each batch of ``loader`` becomes (x + q_x·s·ξ, ỹ), ξ ~ N(0, I),
+    s = ``x_std`` (the standard deviation of the training inputs over all entries), and ỹ = y except for a
+    random fraction q_y of the samples whose label is replaced by a uniform draw (a class index 0…K−1 for
+    integer labels, ±1 otherwise; it may hit the true label). q_x = ``input_noise``, q_y = ``label_noise``.
+    Batch b of epoch e draws from a generator seeded by (seed, e, b, rank): a resumed run sees the same noise.
+    """
+
+    def __init__(self, loader: TensorLoader, input_noise: float, label_noise: float, x_std: float,
+                 n_classes: int, seed: int, rank: int = 0, epoch_fn: Callable[[], int] | None = None):
+        self.loader, self.input_noise, self.label_noise = loader, input_noise, label_noise
+        self.x_std, self.n_classes, self.seed, self.rank = x_std, n_classes, seed, rank
+        self.epoch_fn, self._epoch = epoch_fn, 0
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        epoch = self.epoch_fn() if self.epoch_fn is not None else self._epoch
+        self._epoch = epoch + 1
+        for b, (x, y) in enumerate(self.loader):
+            g = generator(self.seed, 7, epoch, b, self.rank)
+            if self.input_noise:
+                x = x + (self.input_noise * self.x_std) * torch.randn(x.shape, generator=g, dtype=x.dtype)
+            if self.label_noise:
+                hit = torch.rand(y.shape, generator=g) < self.label_noise
+                if y.is_floating_point():
+                    new = (2 * torch.randint(0, 2, y.shape, generator=g) - 1).to(y.dtype)
+                else:
+                    new = torch.randint(0, self.n_classes, y.shape, generator=g, dtype=y.dtype)
+                y = torch.where(hit, new, y)
+            yield x, y
+
+    def tensors(self) -> tuple[Tensor, ...]:
+        return ()  # fresh tensors every step: nothing to cache by identity

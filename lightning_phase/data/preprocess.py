@@ -24,6 +24,12 @@ def parity_labels(classes: np.ndarray | Tensor) -> Tensor:
     return torch.where(c % 2 == 0, 1.0, -1.0).to(torch.float64)
 
 
+def class_labels(classes: np.ndarray | Tensor) -> Tensor:
+    """Class indices 0…K−1 in increasing order of the distinct class values; (N,) → (N,) int64."""
+    c = np.asarray(classes)
+    return torch.as_tensor(np.unique(c, return_inverse=True)[1].reshape(-1), dtype=torch.int64)
+
+
 def interleave_classes(classes: np.ndarray, gen: torch.Generator) -> np.ndarray:
     """An order of the pool visiting classes round-robin in increasing class order: c₀, c₁, …, c₀, c₁, …
 
@@ -97,11 +103,13 @@ def preprocess_pool(
     gen: torch.Generator,
     pca_dim: int | None = None,
     whiten: bool = False,
+    labels: str = "parity",
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """The whole pipeline of this module on a raw pool x (N, D_raw), classes (N,).
 
     Returns {"test": (x, y), "kernel": (x, y), "train": (x, y)}, x (P, D) float64 with ‖x_μ‖ = √D,
-    D = pca_dim or D_raw, y (P,) float64 in {−1, +1}.
+    D = pca_dim or D_raw, y (P,) float64 in {−1, +1} (``labels="parity"``) or int64 class indices 0…K−1
+    (``labels="class"``).
     """
     order = interleave_classes(classes, gen)
     mean = pool_mean(x)
@@ -109,7 +117,7 @@ def preprocess_pool(
     if pca_dim is not None:
         basis, std = pca_basis(x, mean, pca_dim)
         std = std if whiten else None
-    y = parity_labels(classes)
+    y = parity_labels(classes) if labels == "parity" else class_labels(classes)
     parts = {}
     slices = split_order(order, n_test, n_kernel, n_train)
     for name, idx in zip(("test", "kernel", "train"), slices, strict=True):

@@ -80,6 +80,19 @@ def load_mnist1d_pool(n_needed: int, seed: int) -> tuple[Tensor, np.ndarray, tup
     return torch.tensor(x), y.copy(), (40,)
 
 
+def warm_cache(data: dict | None) -> bool:
+    """Generate, in this process, the generated pool that a run with ``data`` (a config's ``data:`` section,
+    missing keys at their defaults) would generate, so that processes forked later (sweep workers and their
+    trials) find it in the in-memory cache instead of regenerating it (mnist1d: ~3 s for 5000 samples).
+    Pure numpy, no torch work before the fork. Returns True when something was generated."""
+    data = dict(data or {})
+    if data.get("dataset") != "mnist1d":
+        return False
+    n = sum(int(data.get(key, default)) for key, default in (("n_train", 500), ("n_test", 500), ("n_kernel", 0)))
+    _mnist1d_arrays(mnist1d_pool_size(n), int(data.get("data_seed", 0)))
+    return True
+
+
 # ---------------------------------------------------------------------------------------- synthetic sets
 _BLOCK = 1024  # synthetic samples are drawn in blocks, each from its own stream
 

@@ -16,7 +16,7 @@ from torch.nn import functional as F
 
 from lightning_phase.errors import ConfigError, check_choice
 
-ACTIVATIONS = ("relu", "softplus", "swish", "tanh", "linear")
+ACTIVATIONS = ("relu", "softplus", "swish", "tanh", "linear", "leaky_relu")
 
 
 def _raw(name: str, beta: float):
@@ -29,6 +29,8 @@ def _raw(name: str, beta: float):
         return lambda z: z * torch.sigmoid(beta * z)
     if name == "tanh":
         return torch.tanh
+    if name == "leaky_relu":  # slope β for z < 0 ([SB]: β = 0 is ReLU, β = 1 linear)
+        return lambda z: F.leaky_relu(z, negative_slope=beta)
     return lambda z: z
 
 
@@ -36,7 +38,7 @@ def _raw(name: str, beta: float):
 def second_moment(name: str, beta: float = 1.0) -> float:
     """E_{z~N(0,1)}[φ(z)²] of the raw activation, by quadrature in float64.
 
-    ReLU and linear are exact (1/2 and 1). Others: 400-point Gauss–Legendre on [−12, 0] and [0, 12]
+    ReLU, linear and leaky ReLU are exact (1/2, 1, (1 + β²)/2). Others: 400-point Gauss–Legendre on [−12, 0] and [0, 12]
     (the tails beyond contribute < 1e-30); splitting at 0 keeps softplus/swish with a large β, which
     bend sharply there, accurate to ~1e-12.
     """
@@ -44,6 +46,8 @@ def second_moment(name: str, beta: float = 1.0) -> float:
         return 0.5
     if name == "linear":
         return 1.0
+    if name == "leaky_relu":
+        return 0.5 * (1 + beta * beta)
     phi = _raw(name, beta)
     nodes, weights = np.polynomial.legendre.leggauss(400)
     total = 0.0
@@ -58,13 +62,19 @@ def second_moment(name: str, beta: float = 1.0) -> float:
 class Activation(nn.Module):
     """σ(z) = c·φ_β(z), normalised so that E[σ(z)²] = 1 for z ~ N(0,1).
 
-    name: relu | softplus (softplus_β) | swish (z·sigmoid(βz)) | tanh | linear; beta: β for softplus/swish.
+    name: relu | softplus (softplus_β) | swish (z·sigmoid(βz)) | tanh | linear | leaky_relu (max(z, βz),
+    β ∈ [0, 1] the negative slope); beta: β for softplus/swish/leaky_relu, None = 1 (leaky_relu: 0.01).
     """
 
-    def __init__(self, name: str = "relu", beta: float = 1.0):
+    def __init__(self, name: str = "relu", beta: float | None = None):
         super().__init__()
         check_choice("net.activation", name, ACTIVATIONS)
-        if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
+        if beta is None:  # 1 for softplus/swish (unused by relu, tanh, linear), 0.01 (torch's) for leaky_relu
+            beta = 0.01 if name == "leaky_relu" else 1.0
+        if name == "leaky_relu":
+            if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not 0 <= beta <= 1:
+                raise ConfigError("net.activation_beta", beta, "the negative slope, a number in [0, 1]")
+        elif not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
             raise ConfigError("net.activation_beta", beta, "a number > 0")
         self.name, self.beta = name, float(beta)
         self.scale = 1.0 / math.sqrt(second_moment(name, self.beta))

@@ -32,7 +32,7 @@ class ConvNet(RecordsInitArgs, nn.Module):
 
     Input (P, C, H, W) images; a flat input (P, D) is reshaped to (P, C, √(D/C), √(D/C)) with
     C = ``in_channels``. ``input_dim`` is accepted (and checked) so that the CLI can fill it from
-    the data like for FullyConnected. Output (P,).
+    the data like for FullyConnected. Output (P,), or (P, K) for ``out_dim`` K > 1 (readout W (h, K)).
     """
 
     def __init__(
@@ -41,9 +41,10 @@ class ConvNet(RecordsInitArgs, nn.Module):
         in_channels: int = 1,
         kernel_size: int = 5,
         activation: str = "relu",
-        activation_beta: float = 1.0,
+        activation_beta: float | None = None,
         input_dim: int | None = None,
         seed: int | None = None,
+        out_dim: int = 1,
     ):
         super().__init__()
         self.width = check_positive_int("net.width", width)
@@ -56,6 +57,7 @@ class ConvNet(RecordsInitArgs, nn.Module):
                     "net.input_dim", input_dim, f"in_channels·s² for a square s×s image (in_channels={in_channels})"
                 )
         self.input_dim = input_dim
+        self.out_dim = check_positive_int("net.out_dim", out_dim)
         self.act = Activation(activation, activation_beta)
         g = None if seed is None else torch.Generator().manual_seed(int(seed))
         chans = [self.in_channels, width, width, width, width]
@@ -63,7 +65,8 @@ class ConvNet(RecordsInitArgs, nn.Module):
         self.convs = nn.ModuleList(
             NTKConv2d(a, b, self.kernel_size, s, g) for a, b, s in zip(chans[:-1], chans[1:], strides)
         )
-        self.readout = nn.Parameter(torch.randn(width, generator=g))
+        shape = (width,) if self.out_dim == 1 else (width, self.out_dim)
+        self.readout = nn.Parameter(torch.randn(*shape, generator=g))
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 2:  # (P, D) → (P, C, s, s)
@@ -71,7 +74,7 @@ class ConvNet(RecordsInitArgs, nn.Module):
             x = x.reshape(x.shape[0], self.in_channels, side, side)
         for conv in self.convs:
             x = self.act(conv(x))  # (P, h, H', W')
-        return x.mean(dim=(2, 3)) @ self.readout / math.sqrt(self.width)  # (P,)
+        return x.mean(dim=(2, 3)) @ self.readout / math.sqrt(self.width)  # (P,) or (P, K)
 
     @property
     def n_params(self) -> int:

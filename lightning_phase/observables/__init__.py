@@ -16,6 +16,15 @@ from lightning_phase.observables.diffeo import (
 )
 from lightning_phase.observables.dynamics import output_norm, t1, weights_change
 from lightning_phase.observables.hessian import Spectrum, hessian, hessian_spectrum
+from lightning_phase.observables.jamming import (
+    FitState,
+    LossConvergence,
+    dead_points,
+    decide_history,
+    decision_record,
+    fit_state,
+    n_delta_tol,
+)
 from lightning_phase.observables.margins import (
     TailFit,
     log_histogram,
@@ -24,11 +33,19 @@ from lightning_phase.observables.margins import (
     power_law_mle,
     tail_exponents,
 )
-from lightning_phase.observables.ntk import kernel_change, kernel_stats, ntk, ntk_loop
+from lightning_phase.observables.ntk import kernel_change, kernel_stats, ntk, ntk_diagonal, ntk_loop
 from lightning_phase.observables.separation import LoadCurve, load_curve, log_separation
 from lightning_phase.observables.spring_block import spring_block
 
 __all__ = [
+    "FitState",
+    "LossConvergence",
+    "dead_points",
+    "decide_history",
+    "decision_record",
+    "fit_state",
+    "n_delta_tol",
+    "ntk_diagonal",
     "LoadCurve",
     "Spectrum",
     "Stability",

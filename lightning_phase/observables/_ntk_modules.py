@@ -1,8 +1,8 @@
 """The module-wise NTK path for any ``nn.Module``: one forward with hooks, one backward, per-module Grams.
 
 Θ = Σ_m Θ_m over the modules m that own parameters directly. With a_μ the input of m and B_μ = ∂f_μ/∂(output
-of m) (all B from ONE ``autograd.grad(f.sum(), outputs)``; samples must not interact, e.g. no BatchNorm in
-training mode):
+of m) (all B from ONE ``autograd.grad(f.sum(), outputs)`` per output; K outputs: Θ = Σ_k Θ^{(k)}; samples
+must not interact, e.g. no BatchNorm in training mode):
 - linear modules (``NTKLinear``, ``nn.Linear``, input (P, n_in)): Θ_m = (BB'ᵀ)∘(c²AA'ᵀ + b²), c the weight
   scale (1/√n_in resp. 1), b the bias scale (term only with a bias) — never forming a gradient;
 - any other module: per-sample gradients g_μ = vjp_θ(m(a_μ; θ))[B_μ] by ``vmap`` over samples of that
@@ -44,7 +44,7 @@ def module_signals(net: nn.Module, x: Tensor) -> list[tuple[Tensor, Tensor]]:
     try:
         with torch.enable_grad():
             xin = x.detach().requires_grad_(True)  # the graph reaches every output even for a frozen net
-            f = net(xin).reshape(len(x))  # (P,)
+            f = net(xin).reshape(len(x), -1)  # (P, K)
     finally:
         for h in handles:
             h.remove()
@@ -56,9 +56,12 @@ def module_signals(net: nn.Module, x: Tensor) -> list[tuple[Tensor, Tensor]]:
         if not ok or c[0][0][0].shape[:1] != (P,) or c[0][1].shape[:1] != (P,):
             raise Unsupported(type(m).__name__)
     outs = [calls[id(m)][0][1] for m in owners]
-    with torch.enable_grad():
-        B = torch.autograd.grad(f.sum(), outs, allow_unused=True, materialize_grads=True)
-    return [(calls[id(m)][0][0][0].detach(), b.detach()) for m, b in zip(owners, B, strict=True)]
+    K = f.shape[1]
+    with torch.enable_grad():  # per output k: B_k = ∂f_k/∂(output of m), stacked as (P, K, ...)
+        Bk = [torch.autograd.grad(f[:, k].sum(), outs, allow_unused=True, materialize_grads=True,
+                                  retain_graph=k + 1 < K) for k in range(K)]
+    return [(calls[id(m)][0][0][0].detach(), torch.stack([b[i] for b in Bk], dim=1).detach())
+            for i, m in enumerate(owners)]
 
 
 def _linear_scales(m: nn.Module, a: Tensor) -> tuple[float, float] | None:
@@ -73,7 +76,7 @@ def _linear_scales(m: nn.Module, a: Tensor) -> tuple[float, float] | None:
 
 
 def _per_sample_grads(m: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
-    """(a (c, ...), B (c, ...)) ↦ G (c, N_m): per-sample gradients of m's own parameters."""
+    """(a (c, ...), B (c, K, ...)) ↦ G (c, K·N_m): per-sample gradients of m's own parameters, per output."""
     params = {k: p.detach() for k, p in m.named_parameters(recurse=False)}
 
     def one(a: Tensor, b: Tensor):
@@ -83,8 +86,11 @@ def _per_sample_grads(m: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
     batched = vmap(one)
 
     def rows(a: Tensor, b: Tensor) -> Tensor:
-        g = batched(a, b)
-        return torch.cat([g[k].reshape(len(a), -1) for k in params], dim=1)
+        out = []
+        for j in range(b.shape[1]):
+            g = batched(a, b[:, j])
+            out += [g[k].reshape(len(a), -1) for k in params]
+        return torch.cat(out, dim=1)
 
     return rows
 
@@ -114,7 +120,7 @@ def ntk_modules(net: nn.Module, x: Tensor, x2: Tensor | None, chunk: int | None)
     if not others:
         return theta
     grads = [(_per_sample_grads(m), a1, b1, a2, b2) for m, a1, b1, a2, b2 in others]
-    n_other = sum(p.numel() for m, *_ in others for p in m.parameters(recurse=False))
+    n_other = sum(p.numel() for m, *_ in others for p in m.parameters(recurse=False)) * s1[0][1].shape[1]
 
     def rows1(i: int, j: int) -> Tensor:
         return torch.cat([g(a1[i:j], b1[i:j]) for g, a1, b1, _, _ in grads], dim=1)  # (j−i, N_other)

@@ -25,6 +25,10 @@ faster than "modules" for CNNs, whose per-sample conv gradients cost about what 
   ``vmap(jacrev(functional_call))`` on chunks of ``chunk`` samples, Θ accumulated block by block as
   J_i J_jᵀ. Memory O(chunk·N) per block (plus the P×P result); cost O(P²·N), the J·Jᵀ product.
 
+K outputs (a net returning (P, K)): Θ is the trace over outputs, Θ_{μν} = Σ_k ∇_w f_k(x_μ)·∇_w f_k(x_ν), in
+every path (the per-output signals are stacked along the feature axis); ``output=k`` takes the NTK of f_k
+alone (through the generic paths).
+
 ``ntk_loop`` is the brute-force reference (one autograd backward per sample, then J·Jᵀ — the approach of
 the original authors' code); tests and ``benchmarks/ntk.py`` compare both paths against it.
 """
@@ -44,9 +48,22 @@ Method = Literal["auto", "layerwise", "modules", "jacobian"]
 NTK_METHODS: tuple[str, ...] = get_args(Method)
 
 
+class _OneOutput(nn.Module):
+    """f_k of a net with K outputs: (P, ...) → (P,)."""
+
+    def __init__(self, net: nn.Module, k: int):
+        super().__init__()
+        self.net, self.k = net, k
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)[:, self.k]
+
+
 def ntk(net: nn.Module, x: Tensor, x2: Tensor | None = None, method: Method = "auto",
-        chunk: int | None = None) -> Tensor:
+        chunk: int | None = None, output: int | None = None) -> Tensor:
     """Empirical NTK of f (no α): Θ_{μν} = Σ_p ∂f(x_μ)/∂w_p · ∂f(x2_ν)/∂w_p over all parameters of the net.
+
+    For K outputs the trace Σ_k over outputs (default), or the NTK of output ``output`` alone.
 
     ``requires_grad`` is ignored, so the frozen initial net (``PhaseModule.net0``) gives Θ₀ directly.
 
@@ -55,6 +72,8 @@ def ntk(net: nn.Module, x: Tensor, x2: Tensor | None = None, method: Method = "a
     modules ("modules"); default: as many as keep a block at ≤ 2²⁴ entries (128 MB in float64).
     Gradients are not tracked through the result.
     """
+    if output is not None:
+        net = _OneOutput(net, int(output))
     if method == "auto":
         if isinstance(net, FullyConnected):
             method = "layerwise"
@@ -87,9 +106,10 @@ def _fc_signals(net: FullyConnected, x: Tensor) -> tuple[list[Tensor], list[Tens
             z = layer(a)  # (P, n_out)
             Z.append(z)
             a = net.act(z) if i < len(net.layers) - 1 else z
-        f = a.squeeze(-1)  # (P,)
-        B = torch.autograd.grad(f.sum(), Z)  # per-sample ∂f/∂z_ℓ: samples do not interact
-    return A, [b.detach() for b in B]
+        f = a  # (P, K)
+        # per-sample ∂f_k/∂z_ℓ (samples do not interact), outputs stacked on the feature axis: (P, K·n_out)
+        Bk = [torch.autograd.grad(f[:, k].sum(), Z, retain_graph=k + 1 < f.shape[1]) for k in range(f.shape[1])]
+    return A, [torch.cat([b[ell] for b in Bk], dim=1).detach() for ell in range(len(Z))]
 
 
 def _fc_gram(net: FullyConnected, A1, B1, A2, B2) -> Tensor:
@@ -125,43 +145,74 @@ def _ntk_fc(net: FullyConnected, x: Tensor, x2: Tensor | None, block: int = 256)
 
 # ---- generic path: chunked per-sample Jacobians -----------------------------------------------------
 def _jacobian_fn(net: nn.Module):
-    """Returns jac(xc) → J (c, N): rows ∂f(x_μ)/∂w for the chunk xc (c, ...), params flattened in order."""
+    """Returns jac(xc) → J (c, K·N): rows ∂f_k(x_μ)/∂w for the chunk xc (c, ...), params flattened in order,
+    the K outputs side by side (so J Jᵀ is the trace over outputs)."""
     params = {k: v.detach() for k, v in net.named_parameters()}
 
-    def f_single(p, xi):  # xi (...) → scalar f(xi)
-        return functional_call(net, p, (xi.unsqueeze(0),)).reshape(())
+    def f_single(p, xi):  # xi (...) → f(xi) (K,)
+        return functional_call(net, p, (xi.unsqueeze(0),)).reshape(-1)
 
     jac = vmap(jacrev(f_single), in_dims=(None, 0))
 
     def rows(xc: Tensor) -> Tensor:
-        J = jac(params, xc)  # dict name → (c, *param.shape)
-        return torch.cat([J[k].reshape(xc.shape[0], -1) for k in params], dim=1)  # (c, N)
+        J = jac(params, xc)  # dict name → (c, K, *param.shape)
+        return torch.cat([J[k].reshape(xc.shape[0], J[k].shape[1], -1) for k in params], dim=2).flatten(1)
 
     return rows, sum(p.numel() for p in params.values())
 
 
 def _ntk_jacobian(net: nn.Module, x: Tensor, x2: Tensor | None, chunk: int | None) -> Tensor:
     rows, n_params = _jacobian_fn(net)
+    with torch.no_grad():
+        n_params *= net(x[:1]).reshape(-1).numel()  # K·N columns
     xb = x if x2 is None else x2
     return gram_blocks(lambda i, j: rows(x[i:j]), len(x), lambda i, j: rows(xb[i:j]), len(xb), n_params,
                        chunk, x2 is None, next(net.parameters()).dtype, x.device)
 
 
+# ---- the diagonal Θ(x_μ, x_μ) = ‖∇_w f(x_μ)‖² ----------------------------------------------------------
+def ntk_diagonal(net: nn.Module, x: Tensor, chunk: int | None = None) -> Tensor:
+    """Θ(x_μ, x_μ) = ‖∇_w f(x_μ)‖² for every sample: x (P, ...) → (P,), the dtype of the net, no P×P matrix.
+
+    FullyConnected: Σ_ℓ ‖B_ℓ,μ‖² (‖A_ℓ,μ‖² + b_ℓ²) from the layer-wise signals, O(P·N). Any other module:
+    squared norms of the per-sample Jacobian rows (``chunk`` samples at a time, as in ``ntk``).
+    Exactly 0 for a point whose every path to the output is off (a dead point of a ReLU net).
+    """
+    if isinstance(net, FullyConnected):
+        A, B = _fc_signals(net, x)
+        diag = torch.zeros(len(x), dtype=A[0].dtype, device=x.device)
+        for layer, a, b in zip(net.layers, A, B, strict=True):
+            aa = a.pow(2).sum(1)  # (P,)
+            if layer.bias is not None:
+                aa = aa + layer.bias_scale**2
+            diag += b.pow(2).sum(1) * aa
+        return diag
+    rows, n_params = _jacobian_fn(net)
+    if chunk is None:
+        chunk = max(1, min(len(x), 2**24 // max(n_params, 1)))
+    with torch.no_grad():
+        return torch.cat([rows(x[i : i + chunk]).pow(2).sum(1) for i in range(0, len(x), chunk)])
+
+
 # ---- brute-force reference ----------------------------------------------------------------------------
 def ntk_loop(net: nn.Module, x: Tensor, x2: Tensor | None = None) -> Tensor:
     """Θ = J Jᵀ with J built row by row: one ``autograd.grad`` of f(x_μ) per sample μ (the reference code's
-    approach). Slow — O(P) backward passes and a P×N Jacobian in memory; for tests and benchmarks."""
+    approach). Slow — O(P·K) backward passes and a P×KN Jacobian in memory; for tests and benchmarks.
+    K outputs: the trace over outputs (row μ holds ∂f_1/∂w, …, ∂f_K/∂w side by side)."""
     params = list(net.parameters())  # must require grad here
 
     def jac(xs: Tensor) -> Tensor:
         out = []
         for xi in xs:
+            row = []
             with torch.enable_grad():
-                fi = net(xi.unsqueeze(0)).reshape(())
-                g = torch.autograd.grad(fi, params, allow_unused=True)
-            out.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
-                                  for gi, p in zip(g, params, strict=True)]))
-        return torch.stack(out)  # (P, N)
+                fi = net(xi.unsqueeze(0)).reshape(-1)  # (K,)
+                for k in range(len(fi)):
+                    g = torch.autograd.grad(fi[k], params, allow_unused=True, retain_graph=True)
+                    row += [(gi if gi is not None else torch.zeros_like(p)).reshape(-1)
+                            for gi, p in zip(g, params, strict=True)]
+            out.append(torch.cat(row))
+        return torch.stack(out)  # (P, K·N)
 
     J1 = jac(x)
     J2 = J1 if x2 is None else jac(x2)

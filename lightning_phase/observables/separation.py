@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["LoadCurve", "class_covariances", "load_curve", "log_separation"]
+__all__ = ["LoadCurve", "class_covariances", "layer_features", "load_curve", "log_separation", "network_load_curve"]
 
 RTOL = 1e-10  # eigenvalues of Σ_b (equivalently of MᵀM) below RTOL·λ_max count as zero in the pseudo-inverse
 
@@ -127,3 +127,64 @@ def load_curve(log_d: Sequence[float]) -> LoadCurve:
         pearson_r=r,
         shallow_fraction=float(d[:half].sum() / d.sum()) if d.sum() != 0 else math.nan,
     )
+
+
+ACTIVATION_TYPES = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.GELU, nn.SiLU, nn.Softplus, nn.ELU, nn.Sigmoid)
+
+
+def _is_activation(m: nn.Module) -> bool:
+    from lightning_phase.nets.activations import Activation
+
+    return isinstance(m, (Activation, *ACTIVATION_TYPES))
+
+
+@torch.no_grad()
+def layer_features(net: nn.Module, x: Tensor, layers: Sequence[str] | None = None) -> list[tuple[str, Tensor]]:
+    """Representations h^ℓ of x (P, ...) through ``net``: [("input", x flattened), (name#call, output), ...].
+
+    ``layers``: names in ``net.named_modules()`` whose outputs are recorded; None = every activation module
+    (``Activation`` and torch's activation classes) — a module called several times (FullyConnected's one
+    σ) gives one entry per call, in call order. With an ``input_norm`` module (``MLP``) the input entry is
+    its output (the input after the input BatchNorm, as in [SB]). Each entry is (P, p_ℓ), flattened, in
+    the net's dtype. The net runs as it is: put it in eval mode first.
+    """
+    named = dict(net.named_modules())
+    if layers is None:
+        chosen = [(n, m) for n, m in named.items() if n and _is_activation(m)]
+    else:
+        missing = [n for n in layers if n not in named]
+        if missing:
+            raise ValueError(f"layers: {missing} are not modules of the net; it has {[n for n in named if n]}")
+        chosen = [(n, named[n]) for n in layers]
+    records: list[tuple[str, Tensor]] = []
+    counts: dict[str, int] = {}
+
+    def hook_for(name: str):
+        def hook(mod, args, out):
+            counts[name] = counts.get(name, 0) + 1
+            records.append((f"{name}#{counts[name]}", out.detach().flatten(1)))
+        return hook
+
+    handles = [m.register_forward_hook(hook_for(n)) for n, m in chosen]
+    input_norm = getattr(net, "input_norm", None)
+    first: list[Tensor] = []
+    if isinstance(input_norm, nn.Module):
+        handles.append(input_norm.register_forward_hook(lambda mod, args, out: first.append(out.detach().flatten(1))))
+    try:
+        net(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return [("input", first[0] if first else x.flatten(1))] + records
+
+
+def network_load_curve(net: nn.Module, x: Tensor, labels: Tensor, layers: Sequence[str] | None = None,
+                       rtol: float = RTOL) -> tuple[list[str], LoadCurve]:
+    """(layer names, ``load_curve`` of log D_ℓ) over ``layer_features(net, x, layers)`` with class labels (P,).
+    Layers whose log D is not finite (e.g. a dead layer with Σ_b = 0) raise ValueError naming them."""
+    feats = layer_features(net, x, layers)
+    log_d = [log_separation(h, labels, rtol) for _, h in feats]
+    bad = [name for (name, _), v in zip(feats, log_d) if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"log D is not finite at layers {bad}")
+    return [name for name, _ in feats], load_curve(log_d)
