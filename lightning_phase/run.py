@@ -166,19 +166,22 @@ def build(config: Config = None, overrides: Sequence[str] = (), prog: str = "lig
 
 
 def check_optimizer(module: pl.LightningModule) -> None:
-    """Build the module's optimiser once (then drop it): torch's own argument checks (betas, eps, ...) run
-    here, not after the run dir exists; a learning rate of 0 (which trains nothing) is refused too."""
+    """Build the module's optimiser once on a dummy parameter (then drop it): torch's own argument checks
+    (lr < 0, betas, eps, ...) run here, not after the run dir exists; a learning rate of 0 (which trains
+    nothing) is refused too. The module's own parameters may not exist yet (KernelFlow builds at setup)."""
+    import torch
+
+    factory = getattr(module, "optimizer_factory", None)
+    if not callable(factory):
+        return
     try:
-        out = module.configure_optimizers()
+        opt = factory([torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))])
     except (ValueError, TypeError) as exc:
         raise ConfigError("model.optimizer", one_line(exc), "arguments the optimiser accepts") from None
-    opts = out if isinstance(out, (list, tuple)) else [out]
-    for opt in opts:
-        opt = opt.get("optimizer") if isinstance(opt, dict) else opt
-        for group in getattr(opt, "param_groups", []):
-            lr = group.get("lr")
-            if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr == 0:
-                raise ConfigError("model.optimizer.init_args.lr", lr, "a learning rate > 0 (0 trains nothing)")
+    for group in getattr(opt, "param_groups", []):
+        lr = group.get("lr")
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr == 0:
+            raise ConfigError("model.optimizer.init_args.lr", lr, "a learning rate > 0 (0 trains nothing)")
 
 
 def build_run(config: Config = None, overrides: Sequence[str] = ()) -> tuple[PhaseDataModule, PhaseModule, pl.Trainer]:
