@@ -93,7 +93,11 @@ class PhaseCLI(LightningCLI):
         if config.get("enable_progress_bar", True) is not False and not any(
             isinstance(c, ProgressBar) for c in list(callbacks) + list(config.get("callbacks") or [])
         ):
-            callbacks.append(StepProgressBar())
+            # First in the list: its on_train_end shows the final values and "measuring" before the
+            # end-of-run measurements (Hessian, margins) run.
+            given = config.get("callbacks")
+            config["callbacks"] = [StepProgressBar()] + (list(given) if isinstance(given, list)
+                                                        else [] if given is None else [given])
         resolved = self.config.clone()
         resolved.pop("config", None)
         callbacks.append(RunSummary(config=resolved.as_dict(), seed=resolved.get("seed_everything")))

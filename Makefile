@@ -1,0 +1,27 @@
+# Two commands on a fresh machine (each creates the virtualenv when it is missing):
+#   make demo    # set up, then run the main job (DEMO=quickstart: configs/quickstart.yaml, offline, ~30 s)
+#   make test    # set up, then run the test suite
+# VENV=<dir> puts the virtualenv elsewhere (.ci/run uses a throw-away one); PYTHON picks the interpreter.
+VENV ?= .venv
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+DEMO ?= quickstart
+BIN := $(VENV)/bin
+
+# The main job of each DEMO value (one command line each).
+DEMO_quickstart := $(BIN)/python -m lightning_phase fit --config configs/quickstart.yaml
+
+.PHONY: demo test setup
+demo: $(VENV)/.installed
+	@test -n "$(DEMO_$(DEMO))" || { echo "make demo: DEMO=$(DEMO); expected one of: quickstart"; exit 2; }
+	OMP_NUM_THREADS=1 $(DEMO_$(DEMO))
+
+test: $(VENV)/.installed
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $@
