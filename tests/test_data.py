@@ -191,6 +191,9 @@ def test_idx_files_load_as_merged_parity_labelled_pool(tmp_path, dataset, folder
     if dataset == "emnist_letters":  # stored transposed on disk; we turn them upright
         images = images.transpose(0, 2, 1)
     check_pool(dm, images, np.concatenate([p[1] for p in parts]))
+    dmc = PhaseDataModule(dataset, root=str(tmp_path), n_train=30, n_test=26, labels="class")  # same samples
+    assert dmc.out_dim == dmc.n_classes == len(classes) and dmc.y_train.dtype == torch.int64
+    assert torch.equal(dm.y_train, torch.where((dmc.y_train + classes[0]) % 2 == 0, 1.0, -1.0).double())
 
 
 def test_cifar10_pickles_load_as_merged_parity_labelled_pool(tmp_path, monkeypatch):

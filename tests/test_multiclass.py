@@ -165,3 +165,11 @@ def test_members_and_classes_stack_as_members_then_samples_then_classes():
     single = PhaseModule(FullyConnected(8, 2, input_dim=5, out_dim=3, seed=1).to(f64), alpha=10.0,
                          loss="cross_entropy")  # member 1 = the single run with seed + 1
     torch.testing.assert_close(s["loss"][1], single.stats(single.alpha * single.net(x), y)["loss"])
+
+
+def test_hessian_callback_refuses_class_labels():
+    from lightning_phase.callbacks import HessianSpectrum
+
+    with pytest.raises(ConfigError, match="data.labels"):
+        HessianSpectrum().check_data(PhaseDataModule("digits", n_train=20, n_test=20, labels="class"))
+    HessianSpectrum().check_data(PhaseDataModule("digits", n_train=20, n_test=20))

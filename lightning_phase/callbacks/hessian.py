@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from lightning_phase.callbacks.schedule import full_set, log_metrics, tensorboard
-from lightning_phase.errors import check_positive_int
+from lightning_phase.errors import ConfigError, check_positive_int
 from lightning_phase.observables import hessian_spectrum
 
 
@@ -35,6 +35,16 @@ class HessianSpectrum(pl.Callback):
     @property
     def state_key(self) -> str:
         return self._generate_state_key(n_points=self.n_points, max_dense=self.max_dense, k=self.k)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "fit":
+            self.check_data(trainer.datamodule)
+
+    def check_data(self, datamodule) -> None:
+        """ConfigError naming ``data.labels`` for class labels: H is written for ℓ(yF) with one output."""
+        y = getattr(datamodule, "y_train", None)
+        if y is not None and not y.is_floating_point():
+            raise ConfigError("data.labels", "class", "'parity' with the HessianSpectrum callback (one output)")
 
     def on_train_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero:

@@ -77,7 +77,7 @@ def log_separation(features: Tensor, labels: Tensor, rtol: float = RTOL) -> floa
         return math.inf
     keep = evals > rtol * top
     G = (evecs[:, keep] / evals[keep]) @ evecs[:, keep].T  # (MᵀM)⁺
-    CM = (h - means[index]) @ Mt.T  # (N, K)
+    CM = h @ Mt.T - (means @ Mt.T)[index]  # (N, K) = (h_i − μ_{y_i})ᵀM, without the (N, p) centred copy
     D = float(torch.trace(G @ (CM.T @ CM) @ G)) / N
     return math.log(D) if D > 0 else -math.inf
 

@@ -1,8 +1,7 @@
-"""`lightning-phase sweep | threshold | results`: argument parsing and the three commands.
+"""`lightning-phase sweep | threshold`: argument parsing and the two commands (``results``: analysis.results).
 
     lightning-phase sweep SPEC [--storage URL] [--workers K] [--study NAME]
     lightning-phase threshold SPEC [--storage URL] [--workers K] [--study NAME]
-    lightning-phase results STUDY [--storage URL] [--csv out.csv]
 
 Exit status: 0 done (failed trials are recorded, not fatal), 1 stopped unfinished (workers died or were
 interrupted: run the same command again to continue), 2 bad input (one line on stderr).
@@ -64,10 +63,6 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--threads", type=_positive(int, "--threads"), default=1, help="torch threads per trial")
         s.add_argument("--runner", default=DEFAULT_RUNNER, help=argparse.SUPPRESS)
         s.add_argument("--no-progress", action="store_true", help="no progress bar")
-    r = sub.add_parser("results", help="table of all trials of a study")
-    r.add_argument("study")
-    r.add_argument("--storage", default=None, help=f"as for sweep (default {DEFAULT_STORAGE})")
-    r.add_argument("--csv", default=None, help="also write every column to this CSV file")
     return p
 
 
@@ -75,8 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "results":
-            return cmd_results(args)
         return cmd_run(args)
     except (_UsageError, ConfigError) as exc:
         print(f"lightning-phase: error: {' '.join(str(exc).split())}", file=sys.stderr)
@@ -228,32 +221,6 @@ def _check_configs(runner_ref: str, spec) -> None:
         raise ConfigError("spec", spec.name, f"run configs that `fit` accepts ({error})")
 
 
-def cmd_results(args) -> int:
-    from lightning_phase.sweep import results
-    from lightning_phase.sweep.launch import SPEC_ATTR
-    from lightning_phase.sweep.threshold import THRESHOLD_ATTR, format_results
-
-    storage = open_storage(args.storage)
-    try:
-        study_id = storage.get_study_id_from_name(args.study)
-    except KeyError:
-        names = ", ".join(s.study_name for s in storage.get_all_studies()) or "none"
-        raise ConfigError("study", args.study, f"a study in {describe(args.storage)} (there: {names})") from None
-    table = results.rows(storage, args.study)
-    attrs = storage.get_study_user_attrs(study_id)
-    spec = attrs.get(SPEC_ATTR) or {}
-    params = sorted(spec.get("grid") or {})
-    if spec.get("threshold"):
-        params += [spec["threshold"]["width_key"], spec["threshold"]["seed_key"]]
-    print(results.to_text(table, params))
-    if THRESHOLD_ATTR in attrs:
-        print("\n" + format_results(attrs[THRESHOLD_ATTR]))
-    if args.csv:
-        Path(args.csv).write_text(results.to_csv(table))
-        print(f"wrote {len(table)} rows to {args.csv}", file=sys.stderr)
-    return 0
-
-
 def main_sweep(argv: list[str]) -> int:
     """``lightning-phase sweep SPEC [...]``."""
     return main(["sweep", *argv])
@@ -262,11 +229,6 @@ def main_sweep(argv: list[str]) -> int:
 def main_threshold(argv: list[str]) -> int:
     """``lightning-phase threshold SPEC [...]``."""
     return main(["threshold", *argv])
-
-
-def main_results(argv: list[str]) -> int:
-    """``lightning-phase results STUDY [...]``."""
-    return main(["results", *argv])
 
 
 if __name__ == "__main__":
