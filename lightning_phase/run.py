@@ -32,6 +32,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningCLI
 
 from lightning_phase.callbacks import RunSummary, StepProgressBar, StopRules
+from lightning_phase.callbacks.flow_time import FlowTimeScalars
 from lightning_phase.callbacks.summary import run_dir
 from lightning_phase.data import PhaseDataModule
 from lightning_phase.errors import ConfigError
@@ -100,6 +101,7 @@ class PhaseCLI(LightningCLI):
                                                         else [] if given is None else [given])
         resolved = self.config.clone()
         resolved.pop("config", None)
+        callbacks.append(FlowTimeScalars())  # TensorBoard curves against t (no-op without a TensorBoardLogger)
         callbacks.append(RunSummary(config=resolved.as_dict(), seed=resolved.get("seed_everything")))
         return super()._instantiate_trainer(config, callbacks)
 
