@@ -100,3 +100,22 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, (str, int, float, bool)) or obj is None:
         return obj
     return str(obj)
+
+
+def flat_scalars(summary: dict[str, Any]) -> dict[str, Any]:
+    """The scalar fields of a summary (numbers, strings, bools, None); the config and nested dicts dropped."""
+    return {k: v for k, v in summary.items() if v is None or isinstance(v, (str, int, float, bool))}
+
+
+def trial_attrs(summary: dict[str, Any]) -> dict[str, Any]:
+    """A sweep trial's record of its run summary: each scalar field as its own Optuna user attribute (same
+    name), ``config_hash`` among them — the config itself stays in the run directory. Non-finite floats
+    become None (JSON storages and optuna-dashboard cannot hold NaN)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in flat_scalars(summary).items()}
+
+
+def trial_record(user_attrs: dict[str, Any]) -> dict[str, Any]:
+    """The run summary fields stored in a trial's user attributes: the ``summary`` dict of a study written
+    before :func:`trial_attrs` (one blob), else the attributes themselves (one per field)."""
+    blob = user_attrs.get("summary")
+    return blob if isinstance(blob, dict) else user_attrs

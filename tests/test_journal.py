@@ -14,6 +14,7 @@ import optuna
 import pytest
 from sweep_helpers import TOY, check_exactly_once, trials, write_spec
 
+from lightning_phase.cli import main as cli_main
 from lightning_phase.sweep import commands
 from lightning_phase.sweep.storage import FencedJournalFileBackend, JournalDamaged, open_storage
 
@@ -34,7 +35,7 @@ def test_torn_last_line_is_fenced_and_the_rerun_finishes(tmp_path, capsys):
     text = Path(st).read_bytes()
     assert text.endswith(b"\n") and all(json.loads(line) for line in text.splitlines())   # every line whole
     check_exactly_once(trials(st, "b"), 3)
-    assert commands.main(["results", "a", "--storage", st]) == 0
+    assert cli_main(["results", "a", "--storage", st]) == 0
 
 
 def test_damaged_line_is_one_line_with_file_and_byte_offset(tmp_path, capsys):
@@ -47,7 +48,7 @@ def test_damaged_line_is_one_line_with_file_and_byte_offset(tmp_path, capsys):
     capsys.readouterr()
     for argv in (["results", "a", "--storage", st], ["sweep", str(spec), "--storage", st, "--study", "a",
                                                     "--runner", TOY, "--no-progress"]):
-        assert commands.main(argv) == 2
+        assert cli_main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and st in err and f"byte {offset}" in err, err
     with pytest.raises(JournalDamaged):

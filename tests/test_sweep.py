@@ -47,7 +47,7 @@ def test_grid_points_are_the_product_in_sorted_key_order():
     ({"grid": {"model.alpha_tilde": {"logspace": [-2, 2, 0]}}}, "logspace"),
     ({"grid": {"model.alpha_tilde": {"linspace": [0, 1, 3]}}}, "grid.model.alpha_tilde"),
     ({"grid": {"seed_everything": [0, 0]}}, "grid.seed_everything"),
-    ({"grid": {"seed_everything": [0]}, "objective": "accuracy"}, "objective"),
+    ({"grid": {"seed_everything": [0]}, "objective": "test error"}, "objective"),
     ({"grid": {"seed_everything": [0]}, "direction": "down"}, "direction"),
     ({"threshold": {"seeds": [0], "width_min": 8}}, "threshold.width_max"),
 ])
@@ -60,7 +60,7 @@ def test_bad_sweep_file_fails_at_once_with_one_line(tmp_path, capsys, spec, fiel
 
 
 @pytest.mark.parametrize("storage", ["postgresql://nobody@127.0.0.1:1/none", "/no/such/dir/s.journal",
-                                     "redis://localhost"])
+                                     "redis://localhost", "mysql://nobody@127.0.0.1:1/none"])
 def test_unreachable_storage_fails_at_once_with_one_line(tmp_path, capsys, storage):
     path = write_spec(tmp_path / "ok.yaml", grid={"seed_everything": [0]})
     assert commands.main(["sweep", str(path), "--storage", storage, "--runner", TOY]) == 2
@@ -92,7 +92,7 @@ def test_failed_runs_are_recorded_with_their_reason_and_do_not_block(tmp_path):
     assert proc.exitcode == 0
     ts = {t.params["model.loss"]: t for t in trials(st, "fail")}
     ok = ts["soft_hinge"]
-    assert ok.state == TrialState.COMPLETE and ok.value == ok.user_attrs["summary"]["n_delta"] / 40
+    assert ok.state == TrialState.COMPLETE and ok.value == ok.user_attrs["n_delta"] / 40
     assert (tmp_path / "runs" / "fail" / f"trial_{ok.number:05d}" / "summary.json").is_file()
     assert ok.user_attrs["run_dir"].endswith(f"fail/trial_{ok.number:05d}")
     reasons = {k: (t.state, t.user_attrs.get("fail_reason")) for k, t in ts.items() if k != "soft_hinge"}
@@ -103,17 +103,21 @@ def test_failed_runs_are_recorded_with_their_reason_and_do_not_block(tmp_path):
 
 
 def test_results_lists_every_trial_with_params_summary_and_state(tmp_path, capsys):
+    from lightning_phase.cli import main as cli_main
+
     st = str(tmp_path / "s.journal")
-    spec = write_spec(tmp_path / "res.yaml", grid={"model.net.init_args.width": [2, 4], "seed_everything": [0]})
+    spec = write_spec(tmp_path / "res.yaml", grid={"model.net.init_args.width": [4, 2], "seed_everything": [0]})
     assert commands.main(["sweep", str(spec), "--storage", st, "--runner", TOY, "--no-progress"]) == 0
     capsys.readouterr()
-    assert commands.main(["results", "res", "--storage", st, "--csv", str(tmp_path / "r.csv")]) == 0
+    assert cli_main(["results", "res", "--storage", st, "--csv", str(tmp_path / "r.csv")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:4] == ["trial", "state", "width", "seed_everything"] and len(out) == 3
+    assert out[0].split()[:5] == ["trial", "state", "width", "seed_everything", "value"] and len(out) == 3
+    assert [line.split()[2] for line in out[1:]] == ["2", "4"]                # sorted by the grid keys
     rows = list(csv.DictReader(open(tmp_path / "r.csv")))
-    assert {r["model.net.init_args.width"] for r in rows} == {"2", "4"}
-    assert {"state", "n_delta", "n_params", "test_error", "stop_reason", "run_dir"} <= set(rows[0])
-    assert commands.main(["results", "nope", "--storage", st]) == 2
+    assert [r["model.net.init_args.width"] for r in rows] == ["2", "4"]
+    assert {"state", "n_delta", "n_params", "test_error", "stop_reason", "run_dir", "config_hash"} <= set(rows[0])
+    assert "config" not in rows[0]
+    assert cli_main(["results", "nope", "--storage", st]) == 2
 
 
 # ---- threshold ----------------------------------------------------------------------------------

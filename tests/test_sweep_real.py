@@ -35,7 +35,7 @@ def test_threshold_on_random_data_bisects_and_n_star_grows_with_p(tmp_path, caps
     out = capsys.readouterr().out
     ts = trials(st, "jam")
     assert ts and all(t.state == TrialState.COMPLETE for t in ts)
-    assert all(t.user_attrs["summary"]["n_train"] in (20, 80) for t in ts)   # summary.json → user attrs
+    assert all(t.user_attrs["n_train"] in (20, 80) for t in ts)   # summary.json → user attrs
     by_p: dict[int, set] = {20: set(), 80: set()}
     for t in ts:
         by_p[t.params["data.n_train"]].add(t.params["model.net.init_args.width"])
@@ -58,8 +58,8 @@ def test_real_sweep_records_divergence_and_fit_summaries(tmp_path):
     assert commands.main(["sweep", spec, "--storage", st, "--workers", "2", "--no-progress"]) == 0
     ts = {t.params["model.optimizer.init_args.lr"]: t for t in trials(st, "div")}
     ok, bad = ts[0.05], ts[1.0e30]
-    assert ok.state == TrialState.COMPLETE and ok.value == ok.user_attrs["summary"]["train_loss"]
-    assert ok.user_attrs["summary"]["width"] == 16
+    assert ok.state == TrialState.COMPLETE and ok.value == ok.user_attrs["train_loss"]
+    assert ok.user_attrs["width"] == 16
     assert bad.state == TrialState.FAIL and bad.user_attrs["fail_reason"] == "DIVERGED", bad.user_attrs
 
 
@@ -86,7 +86,26 @@ def test_a_runs_own_config_yaml_is_a_sweep_base_and_the_grid_value_is_used(tmp_p
                                     "objective": "train_loss"}))
     assert commands.main(["sweep", str(spec), "--storage", st, "--no-progress"]) == 0
     ts = trials(st, "own")
-    assert sorted(t.user_attrs["summary"]["alpha_tilde"] for t in ts) == [3.0, 30.0]
+    assert sorted(t.user_attrs["alpha_tilde"] for t in ts) == [3.0, 30.0]
     for t in ts:   # the trial's own resolved config.yaml holds its grid value, and re-runs alone
         resolved = yaml.safe_load((tmp_path / "runs" / "own" / f"trial_{t.number:05d}" / "config.yaml").read_text())
         assert resolved["model"]["init_args"]["alpha_tilde"] == t.params["model.alpha_tilde"]
+
+
+def test_bad_fixed_value_or_late_grid_value_fails_before_any_trial_and_writes_nothing(tmp_path, capsys):
+    st = tmp_path / "s.journal"
+    for name, extra in (("fixed", {"fixed": {"model.alpha_tilde": -1}, "grid": {"seed_everything": [0, 1]}}),
+                        ("late", {"grid": {"model.net.init_args.width": [4, 0]}})):
+        spec = _spec(tmp_path / f"{name}.yaml", **extra)
+        before = set(tmp_path.rglob("*"))
+        assert commands.main(["sweep", spec, "--storage", str(st), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("alpha_tilde" in err if name == "fixed" else "width" in err), err
+        assert set(tmp_path.rglob("*")) == before and not st.exists()
+
+
+def test_unsafe_study_names_are_refused(tmp_path, capsys):
+    spec = _spec(tmp_path / "ok.yaml", grid={"seed_everything": [0]})
+    for name in ("../../x", "/abs", ".hidden", "a b"):
+        assert commands.main(["sweep", spec, "--storage", str(tmp_path / "s.journal"), "--study", name]) == 2
+        assert "--study" in capsys.readouterr().err

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from lightning_phase.summary import SUMMARY_FILE, write_json_atomic
+from lightning_phase.summary import SUMMARY_FILE, config_hash, write_json_atomic
 
 
 def get_dotted(cfg: dict[str, Any], key: str, default: Any = None) -> Any:
@@ -65,7 +65,8 @@ def run_toy(base_yaml: Path, overrides: list[str], run_dir: Path) -> dict[str, A
     n = toy_n_params(width, depth, d)
     n_star = p / 2 * (1 + 0.1 * u)
     n_delta = 0 if n >= n_star else max(1, round(p * (1 - n / n_star)))
-    summary = {"schema_version": 1, "config": cfg, "n_params": n, "width": width, "depth": depth,
+    summary = {"schema_version": 1, "config": cfg, "config_hash": config_hash(cfg), "n_params": n,
+               "width": width, "depth": depth,
                "seed": seed, "n_train": p, "n_delta": n_delta, "train_loss": n_delta / p,
                "train_error": n_delta / (2 * p), "test_error": 0.5 - 0.4 * min(1.0, n / (4 * p)),
                "steps": 1, "flow_time": 1.0, "wall_seconds": 0.0,

@@ -8,8 +8,8 @@ created. Imports optuna and pandas, never torch or Lightning.
 
 Trial records. Both formats a sweep has written are read:
 - v1: the whole summary.json as one user attribute ``summary`` (a dict, with the config inside);
-- v2 (:func:`trial_attrs`): every scalar of summary.json as its own user attribute (same name), the
-  ``config_hash`` instead of the config, grid values as numeric distributions.
+- v2 (:func:`lightning_phase.summary.trial_attrs`): every scalar of summary.json as its own user
+  attribute (same name), the ``config_hash`` instead of the config, grid values as numeric distributions.
 Columns: ``trial``, ``state``, ``value``, the grid keys (dotted, as in the spec), every scalar summary
 field, ``fail_reason``, ``error``, ``retry_of``, ``run_dir``. ``df.attrs`` holds ``study``, ``grid_keys``
 (the sweep's keys, sorted), ``objective`` and, for a threshold study, ``threshold`` (its results).
@@ -18,7 +18,6 @@ field, ``fail_reason``, ``error``, ``retry_of``, ``run_dir``. ``df.attrs`` holds
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from lightning_phase.errors import ConfigError
-from lightning_phase.summary import SUMMARY_FILE
+from lightning_phase.summary import SUMMARY_FILE, flat_scalars, trial_attrs
 
 SPEC_ATTR = "lp_spec"             # study user attr: the sweep spec's fingerprint (sweep.launch)
 THRESHOLD_ATTR = "lp_threshold"   # study user attr: the threshold search's results
@@ -43,16 +42,15 @@ def open_existing_storage(url: str | os.PathLike | None):
     ConfigError naming ``--storage``; a PostgreSQL database is opened without creating tables."""
     import optuna
     from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend
 
-    from lightning_phase.sweep.storage import DEFAULT_STORAGE, describe
+    from lightning_phase.sweep.storage import DEFAULT_STORAGE, FencedJournalFileBackend, describe
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = str(url) if url is not None else DEFAULT_STORAGE
     if "://" not in url:
         if not Path(url).is_file():
             raise ConfigError("--storage", url, "an existing journal file (a sweep writes one; nothing to read here)")
-        return JournalStorage(JournalFileBackend(url))
+        return JournalStorage(FencedJournalFileBackend(url))   # a damaged line: JournalDamaged (ConfigError)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
         raise ConfigError("--storage", url, "an existing SQLite database file")
     try:
@@ -133,21 +131,6 @@ def load_runs(path: str | os.PathLike) -> pd.DataFrame:
     return df
 
 
-def flat_scalars(summary: dict[str, Any]) -> dict[str, Any]:
-    """The scalar fields of a summary (numbers, strings, bools, None); the config and nested dicts dropped."""
-    return {k: v for k, v in summary.items() if _scalar(v)}
-
-
-def trial_attrs(summary: dict[str, Any]) -> dict[str, Any]:
-    """The v2 trial record of a run summary: each scalar field as its own user attribute (name = field),
-    and ``config_hash`` — the config itself stays in the run directory. Non-finite floats become None
-    (JSON storages cannot hold NaN)."""
-    out = {}
-    for k, v in flat_scalars(summary).items():
-        out[k] = None if isinstance(v, float) and not math.isfinite(v) else v
-    return out
-
-
 def sort_by_grid(df: pd.DataFrame, keys: list[str] | tuple[str, ...]) -> pd.DataFrame:
     """Rows sorted by ``keys`` (numbers numerically, missing last), then by trial number when present."""
     by = [k for k in keys if k in df.columns] + [c for c in ("trial",) if c in df.columns]
@@ -175,3 +158,7 @@ def _number(v: Any) -> bool:
 
 def _scalar(v: Any) -> bool:
     return v is None or isinstance(v, (str, int, float, bool))
+
+
+__all__ = ["flat_scalars", "load_runs", "load_study", "open_existing_storage", "sort_by_grid", "trial_attrs",
+           "trial_row"]

@@ -35,25 +35,44 @@ def tails_figure(delta: np.ndarray, fit: TailFit) -> Figure:
 
 
 def spectrum_figure(spec: Spectrum) -> Figure:
-    """Spectral density of H (broadened eigenvalues or SLQ) on a symlog x axis; H₀ and H_p too when dense."""
-    fig = Figure(figsize=(5.5, 4))
-    ax = fig.add_subplot()
-    lo, hi = spec.lambda_min, spec.lambda_max
-    width = max(hi - lo, 1e-12)
-    grid = np.linspace(lo - 0.05 * width, hi + 0.05 * width, 800)
-    ax.plot(grid, spec.density(grid, sigma=0.01 * width), color="C0", label="H")
-    if spec.method == "dense":
-        for eig, name, color in ((spec.eig_h0, "H₀", "C1"), (spec.eig_hp, "H_p", "C2")):
-            w = np.full(len(eig), 1 / len(eig))
-            dens = Spectrum("dense", spec.n_params, eig, eig, eig, eig, w)
-            ax.plot(grid, dens.density(grid, sigma=0.01 * width), color=color, label=name)
-    ax.set_xscale("symlog", linthresh=max(1e-6, 1e-3 * max(abs(lo), abs(hi))))
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=1e-3 / width)
-    ax.set_xlabel("λ")
-    ax.set_ylabel("ρ(λ)")
-    ax.set_title(f"Hessian spectrum ({spec.method}, N = {spec.n_params}): λ ∈ [{lo:.2e}, {hi:.2e}]")
-    ax.legend(fontsize=8)
+    """Hessian spectrum in two panels that show the bulk and the outliers over all their decades.
+
+    Left: how many eigenvalues fall in log-spaced bins of |λ| (λ > 0 and λ < 0 apart), from 1e-12·max|λ| up;
+    the count of |λ| below that floor (numerically zero modes) is written in the legend. Right: |λ| against
+    rank (largest first) on a log axis: the outliers stand apart at the top, the near-zero modes at the
+    bottom. Dense: the N eigenvalues; Lanczos: the SLQ nodes weighted by N·w (an estimate of counts)."""
+    nodes = np.asarray(spec.nodes, float)
+    counts = np.asarray(spec.weights, float) * spec.n_params  # dense: 1 per eigenvalue
+    scale = float(np.abs(nodes).max()) if len(nodes) else 1.0
+    scale = scale if scale > 0 else 1.0
+    floor = 1e-12 * scale
+    pos, neg = nodes > floor, nodes < -floor
+    n_zero = float(counts[~(pos | neg)].sum())
+    fig = Figure(figsize=(9, 3.8))
+    ax, ax_rank = fig.subplots(1, 2)
+    bins = np.geomspace(floor, 1.5 * scale, 49)
+    ax.hist(nodes[pos], bins=bins, weights=counts[pos], color="C0", alpha=0.7, label=f"λ > 0: {counts[pos].sum():.0f}")
+    if neg.any():
+        ax.hist(-nodes[neg], bins=bins, weights=counts[neg], histtype="step", lw=1.5, color="C3",
+                label=f"λ < 0: {counts[neg].sum():.0f}")
+    ax.plot([], [], " ", label=f"|λ| < 1e-12·max: {n_zero:.0f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("|λ|")
+    ax.set_ylabel("eigenvalues per bin" if spec.method == "dense" else "≈ eigenvalues per bin (SLQ)")
+    ax.legend(fontsize=8, loc="upper left")
+    order = np.argsort(-np.abs(nodes))
+    mags = np.maximum(np.abs(nodes[order]), floor)
+    rank = np.arange(1, len(nodes) + 1)
+    sign_pos = nodes[order] >= 0
+    ax_rank.semilogy(rank[sign_pos], mags[sign_pos], ".", ms=3, color="C0", label="λ ≥ 0")
+    if (~sign_pos).any():
+        ax_rank.semilogy(rank[~sign_pos], mags[~sign_pos], ".", ms=4, color="C3", label="λ < 0")
+    ax_rank.set_ylim(floor / 2, 2 * scale)
+    ax_rank.set_xlabel("rank (largest |λ| first)" if spec.method == "dense" else "SLQ node (by |λ|)")
+    ax_rank.set_ylabel("|λ|")
+    ax_rank.legend(fontsize=8, loc="upper right")
+    fig.suptitle(f"Hessian spectrum ({spec.method}, N = {spec.n_params}): λ_min = {spec.lambda_min:.3g}, "
+                 f"λ_max = {spec.lambda_max:.3g}", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -59,7 +59,10 @@ class RunSummary(pl.Callback):
         self._write(trainer, pl_module, status="completed")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        extra = {"stop_reason": "INTERRUPTED" if isinstance(exception, KeyboardInterrupt) else "CRASHED",
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        extra = {"stop_reason": "INTERRUPTED" if interrupted else "CRASHED",
                  "error": f"{type(exception).__name__}: {exception}"}
         self._write(trainer, pl_module, status="crashed", extra=extra)
 
@@ -129,17 +132,19 @@ class RunSummary(pl.Callback):
 
     @staticmethod
     def _log_hparams(trainer: pl.Trainer, rec: dict[str, Any]) -> None:
-        """TensorBoard's HPARAMS tab: the run's coordinates with its final metrics, logged once."""
+        """TensorBoard's HPARAMS tab: the run's coordinates with its final metrics (``final/*``, written at the
+        last step, so their curves are a point at the end of the run), logged once."""
         logger = trainer.logger
         if logger is None:
             return
-        params = {k: rec[k] for k in ("width", "depth", "alpha", "alpha_tilde", "n_params", "n_train", "dataset",
-                                      "loss", "seed", "data_seed") if rec.get(k) is not None}
+        # The phase-diagram coordinates first (TensorBoard shows the first hparams ticked), then the rest.
+        params = {k: rec[k] for k in ("width", "alpha_tilde", "n_train", "seed", "n_params", "depth", "alpha",
+                                      "dataset", "loss", "data_seed") if rec.get(k) is not None}
         metrics = {f"final/{k}": float(rec[k]) for k in ("train_loss", "n_delta", "train_error", "test_error",
                                                           "test_loss", "flow_time", "steps")
                    if isinstance(rec.get(k), (int, float))}
         try:
-            logger.log_hyperparams(params, metrics)
+            logger.log_hyperparams(params, metrics, step=trainer.global_step)  # final/* at the last step
             logger.save()
         except Exception as exc:  # a logger that cannot take hparams must not lose the summary
             rec["hparams_error"] = f"{type(exc).__name__}: {exc}"

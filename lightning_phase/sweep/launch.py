@@ -8,6 +8,7 @@ import signal
 import statistics
 import sys
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 
@@ -41,6 +42,10 @@ def ensure_study(storage: BaseStorage, spec: SweepSpec) -> StudyHandle:
     if stored is None:
         study.set_user_attr(SPEC_ATTR, mine)
         study.set_user_attr("lp_kind", "threshold" if spec.threshold is not None else "grid")
+    if study.metric_names != [spec.objective]:
+        with warnings.catch_warnings():            # "experimental" since Optuna 3.2; the names are stable
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([spec.objective])   # optuna-dashboard shows "test_error", not "Objective 0"
     return StudyHandle(storage, study, spec)
 
 

@@ -8,7 +8,7 @@ A spec (``sweeps/*.yaml``)::
       model.net.init_args.width: {range: [8, 64, 8]}     # 8, 16, ..., 64 (stop included)
       model.alpha_tilde: {logspace: [-2, 2, 5]}          # 1e-2, 1e-1, 1, 1e1, 1e2
       seed_everything: [0, 1, 2]
-    objective: test_error                   # the summary.json field that is the trial's value
+    objective: test_error                   # any numeric summary.json field is the trial's value
     direction: minimize
     threshold: {...}                        # only for `lightning-phase threshold` (see threshold.py)
 
@@ -24,6 +24,7 @@ import copy
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,9 +37,11 @@ SPEC_KEYS = ("base", "fixed", "grid", "objective", "direction", "threshold")
 THRESHOLD_KEYS = ("width_key", "seed_key", "seeds", "width_min", "width_max", "max_doublings")
 VALUE_FORMS = ("range", "logspace", "geomspace")
 DIRECTIONS = ("minimize", "maximize")
-# summary.json fields a trial value can be, plus two ratios computed from them.
+# Common objectives: any numeric summary.json field is accepted (e.g. ntk_rel_change, t1), plus two ratios
+# computed from the summary (runner.objective_value); a trial whose summary lacks it fails NO_OBJECTIVE.
 OBJECTIVES = ("test_error", "train_error", "train_loss", "n_delta", "steps", "flow_time", "wall_seconds",
               "n_delta_over_p", "n_delta_over_n")
+OBJECTIVE_NAME = re.compile(r"[a-z_][a-z0-9_]*")
 GridValue = str | int | float | bool | None
 
 
@@ -125,7 +128,9 @@ def parse_spec(raw: dict[str, Any], name: str = "sweep", root: Path | None = Non
         raise ConfigError("grid", grid, "a non-empty mapping of dotted keys to value lists or ranges")
     grid = {check_dotted_key("grid", k): expand_values(f"grid.{k}", v) for k, v in grid.items()}
     objective = raw.get("objective", "test_error")
-    check_choice("objective", objective, OBJECTIVES)
+    if not isinstance(objective, str) or not OBJECTIVE_NAME.fullmatch(objective):
+        raise ConfigError("objective", objective, "the name of a numeric summary.json field (e.g. "
+                          + ", ".join(OBJECTIVES[:4]) + ", ntk_rel_change), or n_delta_over_p / n_delta_over_n")
     direction = raw.get("direction", "minimize")
     check_choice("direction", direction, DIRECTIONS)
     threshold = _parse_threshold(raw["threshold"], grid) if "threshold" in raw else None

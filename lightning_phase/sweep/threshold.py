@@ -23,6 +23,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from lightning_phase.summary import trial_record
 from lightning_phase.sweep.spec import SweepSpec, ThresholdSpec
 from lightning_phase.sweep.worker import RETRIED, StudyHandle, is_final_failure
 
@@ -90,7 +91,7 @@ def collect(h: StudyHandle) -> dict[tuple[str, int, int], list]:
 
 
 def _fitted(trial) -> bool:
-    summary = trial.user_attrs.get("summary") or {}
+    summary = trial_record(trial.user_attrs)
     return trial.state == TrialState.COMPLETE and summary.get("n_delta") == 0
 
 
@@ -123,7 +124,7 @@ def _result(group, s: Search, fitted, runs, gk, thr: ThresholdSpec) -> dict[str,
     if s.h_star is not None:
         for seed in thr.seeds:
             for t in runs.get((gk, s.h_star, seed), []):
-                n_star = n_star or (t.user_attrs.get("summary") or {}).get("n_params")
+                n_star = n_star or trial_record(t.user_attrs).get("n_params")
     trials = sorted(t.number for (k, _, _), ts in runs.items() if k == gk for t in ts)
     return {"group": group, "h_star": s.h_star, "n_star": n_star, "bracket": list(s.bracket),
             "open_below": s.open_below, "open_above": s.open_above, "widths": s.path,

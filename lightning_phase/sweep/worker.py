@@ -16,6 +16,7 @@ declared dead does not add a second result.
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import socket
@@ -27,11 +28,12 @@ from typing import Any
 
 import optuna
 import yaml
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from lightning_phase.summary import SUMMARY_FILE
+from lightning_phase.summary import SUMMARY_FILE, trial_attrs
 from lightning_phase.sweep.runner import Outcome, Runner, classify, start_child, stop_child
 from lightning_phase.sweep.spec import SweepSpec, override
 
@@ -78,6 +80,13 @@ class StudyHandle:
 
     def trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
         return self.storage.get_all_trials(self.study_id, deepcopy=False, states=states)
+
+    def stored_distribution(self, key: str) -> BaseDistribution | None:
+        """The distribution an earlier trial of the study stored for parameter ``key`` (None if none did)."""
+        for t in self.trials():
+            if key in t.distributions:
+                return t.distributions[key]
+        return None
 
 
 def sampler_for(spec: SweepSpec) -> optuna.samplers.BaseSampler:
@@ -174,15 +183,56 @@ def fail_and_retry(h: StudyHandle, t: FrozenTrial, outcome: Outcome, reason: str
 
 # ---- one trial ----------------------------------------------------------------------------------
 def trial_params(h: StudyHandle, trial: optuna.Trial, frozen: FrozenTrial) -> dict[str, Any]:
-    """The trial's point: grid values via GridSampler, or the fixed params of an enqueued trial."""
+    """The trial's point: grid values via GridSampler, or the fixed params of an enqueued trial. Numeric
+    grid keys are suggested as numbers (see :func:`suggest`), so Optuna's tools sort and scale them."""
     thr = h.spec.threshold
     if thr is None:
-        return {k: trial.suggest_categorical(k, h.spec.grid[k]) for k in sorted(h.spec.grid)}
+        return {k: suggest(h, trial, k, h.spec.grid[k]) for k in sorted(h.spec.grid)}
     fixed = frozen.system_attrs.get("fixed_params") or {}
-    params = {k: trial.suggest_categorical(k, h.spec.grid[k]) for k in sorted(h.spec.grid) if k in fixed}
-    params[thr.seed_key] = trial.suggest_categorical(thr.seed_key, list(thr.seeds))
-    params[thr.width_key] = trial.suggest_int(thr.width_key, 1, 2 ** 30)   # widths are bisection's choice
+    params = {k: suggest(h, trial, k, h.spec.grid[k]) for k in sorted(h.spec.grid) if k in fixed}
+    params[thr.seed_key] = suggest(h, trial, thr.seed_key, list(thr.seeds))
+    params[thr.width_key] = suggest(h, trial, thr.width_key, [1, 2 ** 30])   # widths are bisection's choice
     return params
+
+
+def grid_distribution(values: list[Any]) -> BaseDistribution:
+    """The Optuna distribution of a grid key's values: IntDistribution for integers, FloatDistribution for
+    numbers, log-scaled where the values are geometric (all > 0 and, for three values or more, more evenly
+    spaced in log than in linear; two values: a ratio ≥ 10); CategoricalDistribution otherwise (strings,
+    bools, None, mixed)."""
+    nums = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if len(nums) != len(values) or not nums or any(v != v or abs(v) == float("inf") for v in nums):
+        return CategoricalDistribution(values)
+    lo, hi = min(nums), max(nums)
+    distinct = sorted(set(nums))
+    log = lo > 0 and (_more_even_in_log(distinct) if len(distinct) >= 3 else hi >= 10 * lo)
+    if all(isinstance(v, int) for v in nums):
+        return IntDistribution(int(lo), int(hi), log=log)
+    return FloatDistribution(float(lo), float(hi), log=log)
+
+
+def _more_even_in_log(v: list[float]) -> bool:
+    def spread(gaps):
+        m = sum(gaps) / len(gaps)
+        return (sum((g - m) ** 2 for g in gaps) / len(gaps)) ** 0.5 / m
+    lin = [b - a for a, b in zip(v, v[1:], strict=False)]
+    lg = [math.log(b / a) for a, b in zip(v, v[1:], strict=False)]
+    return spread(lg) <= spread(lin)
+
+
+def suggest(h: StudyHandle, trial: optuna.Trial, key: str, values: list[Any]) -> Any:
+    """``trial``'s value of grid key ``key`` under :func:`grid_distribution` — or, in a study whose earlier
+    trials stored the key as a category (written before numeric distributions), as a category still:
+    Optuna refuses two kinds of distribution for one parameter of a study."""
+    dist = grid_distribution(values)
+    earlier = h.stored_distribution(key)
+    if earlier is not None and type(earlier) is not type(dist):
+        dist = earlier if isinstance(earlier, CategoricalDistribution) else CategoricalDistribution(values)
+    if isinstance(dist, CategoricalDistribution):
+        return trial.suggest_categorical(key, dist.choices)
+    if isinstance(dist, IntDistribution):
+        return trial.suggest_int(key, dist.low, dist.high, log=dist.log)
+    return trial.suggest_float(key, dist.low, dist.high, log=dist.log)
 
 
 def trial_overrides(spec: SweepSpec, params: dict[str, Any], runs_dir: Path, version: str) -> list[str]:
@@ -250,8 +300,8 @@ def run_one(h: StudyHandle, opts: WorkerOptions, runner: Runner, trial_id: int, 
     train = summary.get("wall_seconds") if isinstance(summary.get("wall_seconds"), (int, float)) else None
     t0 = time.time()
     try:
-        if summary:
-            st.set_trial_user_attr(trial_id, "summary", summary)
+        for key, field_value in trial_attrs(summary).items():   # each scalar its own attribute; no config
+            st.set_trial_user_attr(trial_id, key, field_value)
         timing = {"claim_s": t_fork - t_claim, "child_s": t_child, "train_s": train}
         timing["record_s"] = time.time() - t0
         st.set_trial_user_attr(trial_id, "timing", timing)
