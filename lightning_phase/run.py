@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import shutil
 import sys
 import traceback
@@ -136,30 +137,57 @@ def _cli(args: list[str], prog: str = "lightning-phase fit") -> PhaseCLI:
         # load_from_checkpoint could rebuild nested classes; runs are rebuilt from config.yaml instead.
         return PhaseCLI(PhaseModule, PhaseDataModule, args=args, run=False, trainer_defaults=TRAINER_DEFAULTS,
                         seed_everything_default=0, save_config_kwargs={"overwrite": True},
-                        parser_kwargs={"exit_on_error": False, "prog": prog}, auto_configure_optimizers=False,
-                        subclass_mode_model=True, load_from_checkpoint_support=False)
+                        parser_kwargs={"exit_on_error": False, "prog": prog, "allow_abbrev": False},
+                        auto_configure_optimizers=False, subclass_mode_model=True, load_from_checkpoint_support=False)
     except argparse.ArgumentError as exc:
-        raise BadInput(one_line(exc)) from None
+        raise BadInput(reshape_error(one_line(exc), args)) from None
     except (ConfigError, SystemExit):
         raise
     except Exception as exc:
         cause = config_error_cause(exc)  # jsonargparse wraps errors raised while it instantiates a subclass
         if cause is not None:
             raise cause from None
+        if isinstance(exc, (ValueError, TypeError)) or type(exc).__name__ == "MisconfigurationException":
+            # raised by a class the config names (Trainer, seed_everything, an optimiser) while it is built
+            raise BadInput(f"the config could not be built: {one_line(exc)}") from None
         raise
 
 
 def build(config: Config = None, overrides: Sequence[str] = (), prog: str = "lightning-phase fit") -> Run:
     """:func:`build_run`, keeping the resolved config. Raises ConfigError on bad input, before any run dir."""
     cli = _cli(config_args(config, overrides), prog)
-    # A net of the wrong shape, or data a callback cannot use, must fail before any run directory exists.
+    ckpt = cli.config.get("ckpt_path")
+    if ckpt is not None and not Path(ckpt).is_file():
+        raise ConfigError("ckpt_path", ckpt, "an existing checkpoint file")
+    # A net of the wrong shape, an optimiser refusing its arguments, or data a callback cannot use must fail
+    # before any run directory exists.
     cli.model.check_net(cli.datamodule.x_train[:4], cli.datamodule.y_train)
+    check_optimizer(cli.model)
     for callback in cli.trainer.callbacks:
         if callable(getattr(callback, "check_data", None)):
             callback.check_data(cli.datamodule)
     resolved = cli.config.clone()
     resolved.pop("config", None)
     return Run(cli.datamodule, cli.model, cli.trainer, resolved.as_dict())
+
+
+def check_optimizer(module: pl.LightningModule) -> None:
+    """Build the module's optimiser once on a dummy parameter (then drop it): torch's own argument checks
+    (lr < 0, betas, eps, ...) run here, not after the run dir exists; a learning rate of 0 (which trains
+    nothing) is refused too. The module's own parameters may not exist yet (KernelFlow builds at setup)."""
+    import torch
+
+    factory = getattr(module, "optimizer_factory", None)
+    if not callable(factory):
+        return
+    try:
+        opt = factory([torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))])
+    except (ValueError, TypeError) as exc:
+        raise ConfigError("model.optimizer", one_line(exc), "arguments the optimiser accepts") from None
+    for group in getattr(opt, "param_groups", []):
+        lr = group.get("lr")
+        if isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr == 0:
+            raise ConfigError("model.optimizer.init_args.lr", lr, "a learning rate > 0 (0 trains nothing)")
 
 
 def build_run(config: Config = None, overrides: Sequence[str] = ()) -> tuple[PhaseDataModule, PhaseModule, pl.Trainer]:
@@ -201,10 +229,17 @@ def warm_parser() -> None:
 
 # ---- the commands -------------------------------------------------------------------------------
 def _command(stage: str, argv: list[str]) -> int:
+    run = None
     try:
         run = build(None, argv, prog=f"lightning-phase {stage}")
         record = _execute(run, stage)
-    except SystemExit as exc:  # --help, --print_config
+    except SystemExit as exc:  # --help, --print_config; Lightning's way out after Ctrl-C or SIGTERM
+        if run is not None and run.trainer.interrupted:
+            sigterm = type(exc).__name__ == "SIGTERMException"
+            where = run_dir(run.trainer)
+            print(f"lightning-phase: {stage} interrupted by {'SIGTERM' if sigterm else 'Ctrl-C'} "
+                  f"(stop_reason INTERRUPTED{f' in {where}/summary.json' if where else ''})", file=sys.stderr)
+            return 143 if sigterm else 130
         return int(exc.code or 0) if isinstance(exc.code, int) or exc.code is None else 2
     except ConfigError as exc:
         print(f"lightning-phase: error: {one_line(exc)}", file=sys.stderr)
@@ -245,6 +280,53 @@ def main_test(argv: list[str]) -> int:
 def one_line(exc: BaseException) -> str:
     """jsonargparse nests its messages over several lines: keep them on one."""
     return " ".join(part.strip() for part in str(exc).splitlines() if part.strip())
+
+
+_KEY_RE = re.compile(r"(?:Option|Key) '?\"?([\w.]+)'?\"? is not (?:accepted|expected)")
+_GIVEN_RE = re.compile(r"Parser key \"([\w.]+)\": (?:(?!Parser key).)*?Expected a <class '(?!NoneType)(\w+)'>"
+                       r".*?Given value: (\S+)")
+_NO_CLASS_RE = re.compile(r"Parser key \"([\w.]+)\": (?:(?!Parser key).)*?must include a class_path")
+
+
+def reshape_error(message: str, args: Sequence[str]) -> str:
+    """jsonargparse's nested union message → ``field: got X; expected Y`` (+ did you mean), the field named
+    by its YAML key as given on the command line or in the config; the raw message when no pattern fits."""
+    import difflib
+
+    overrides = [a.removeprefix("--").split("=", 1) for a in args if a.startswith("--") and "=" in a]
+    unknown = _KEY_RE.search(message) or re.search(r"nrecognized arguments: --([\w.]+)", message)
+    if unknown:
+        name = unknown.group(1)
+        field = next((k for k, _ in overrides if k == name or k.endswith("." + name)), name)
+        section = field.rsplit(".", 1)[0] if "." in field else ""
+        choices = _known_keys(section)
+        close = difflib.get_close_matches(field.rsplit(".", 1)[-1], choices, n=1)
+        hint = f" (did you mean {section + '.' if section else ''}{close[0]}?)" if close else ""
+        return f"{field}: got an unknown key; expected one of the keys of {section or 'the config'}{hint}"
+    no_class = _NO_CLASS_RE.search(message)
+    if no_class:
+        name = no_class.group(1)
+        field = next((k for k, _ in overrides if k.split(".init_args.")[0].endswith(name)), name)
+        section = field.split(".init_args.")[0]
+        return (f"{field}: got init_args without a class; expected {section}'s class_path first "
+                f"(e.g. --{section}=torch.optim.SGD)" if "optim" in section else
+                f"{field}: got init_args without a class; expected {section}'s class_path first")
+    given = _GIVEN_RE.search(message)
+    if given:
+        name, typ, value = given.groups()
+        field = next((k for k, _ in overrides if k == name or k.endswith("." + name)), name)
+        return f"{field}: got {value!r}; expected a {typ}" + (" or null" if "NoneType" in message else "")
+    return message
+
+
+def _known_keys(section: str) -> list[str]:
+    """Parameter names of the class behind a config section (model, data, trainer, stop), for did-you-mean."""
+    import inspect
+
+    cls = {"model": PhaseModule, "data": PhaseDataModule, "trainer": pl.Trainer, "stop": StopRules}.get(section)
+    if cls is None:
+        return ["seed_everything", "trainer", "model", "data", "stop", "ckpt_path"] if not section else []
+    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
 
 
 def config_error_cause(exc: BaseException | None) -> ConfigError | None:

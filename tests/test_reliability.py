@@ -53,3 +53,34 @@ def test_stable_run_is_not_diverged():
     fit(TINY)
     s = _summary()
     assert s["stop_reason"] != "DIVERGED" and isinstance(s["n_delta"], int) and s["train_loss"] < 0.5
+
+
+def _fit_child(argv):
+    import os
+
+    from lightning_phase.run import main_fit
+
+    os._exit(main_fit(argv))
+
+
+def test_sigterm_ends_fit_non_zero_with_interrupted(tmp_path):
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    import yaml
+
+    Path("tiny.yaml").write_text(yaml.safe_dump(TINY))
+    proc = multiprocessing.get_context("fork").Process(
+        target=_fit_child, args=(["--config", "tiny.yaml", "--trainer.max_steps=1000000", "--stop.when_fitted=false"],))
+    proc.start()
+    t0 = time.time()
+    while not list(Path("runs").rglob("events.out.tfevents*")) and time.time() - t0 < 60:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGTERM)
+    proc.join(60)
+    assert proc.exitcode == 143
+    s = _summary()
+    assert s["stop_reason"] == "INTERRUPTED" and 0 < s["steps"] < 1000000

@@ -60,7 +60,7 @@ def test_bad_sweep_file_fails_at_once_with_one_line(tmp_path, capsys, spec, fiel
 
 
 @pytest.mark.parametrize("storage", ["postgresql://nobody@127.0.0.1:1/none", "/no/such/dir/s.journal",
-                                     "redis://localhost"])
+                                     "redis://localhost", "mysql://nobody@127.0.0.1:1/none"])
 def test_unreachable_storage_fails_at_once_with_one_line(tmp_path, capsys, storage):
     path = write_spec(tmp_path / "ok.yaml", grid={"seed_everything": [0]})
     assert commands.main(["sweep", str(path), "--storage", storage, "--runner", TOY]) == 2

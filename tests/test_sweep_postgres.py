@@ -52,7 +52,7 @@ def postgres_url():
          f"-k {sock} -c listen_addresses='' -c fsync=off -p 5999", "start"])
     try:
         run([f"{bindir}/createdb", "-h", str(sock), "-p", "5999", "-U", user, "sweeps"])
-        yield f"postgresql+psycopg2://{user}@/sweeps?host={sock}&port=5999"
+        yield f"postgresql://{user}@/sweeps?host={sock}&port=5999"   # the README's form
     finally:
         subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "stop"]),
                        capture_output=True, timeout=60)

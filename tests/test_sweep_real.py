@@ -90,3 +90,22 @@ def test_a_runs_own_config_yaml_is_a_sweep_base_and_the_grid_value_is_used(tmp_p
     for t in ts:   # the trial's own resolved config.yaml holds its grid value, and re-runs alone
         resolved = yaml.safe_load((tmp_path / "runs" / "own" / f"trial_{t.number:05d}" / "config.yaml").read_text())
         assert resolved["model"]["init_args"]["alpha_tilde"] == t.params["model.alpha_tilde"]
+
+
+def test_bad_fixed_value_or_late_grid_value_fails_before_any_trial_and_writes_nothing(tmp_path, capsys):
+    st = tmp_path / "s.journal"
+    for name, extra in (("fixed", {"fixed": {"model.alpha_tilde": -1}, "grid": {"seed_everything": [0, 1]}}),
+                        ("late", {"grid": {"model.net.init_args.width": [4, 0]}})):
+        spec = _spec(tmp_path / f"{name}.yaml", **extra)
+        before = set(tmp_path.rglob("*"))
+        assert commands.main(["sweep", spec, "--storage", str(st), "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ("alpha_tilde" in err if name == "fixed" else "width" in err), err
+        assert set(tmp_path.rglob("*")) == before and not st.exists()
+
+
+def test_unsafe_study_names_are_refused(tmp_path, capsys):
+    spec = _spec(tmp_path / "ok.yaml", grid={"seed_everything": [0]})
+    for name in ("../../x", "/abs", ".hidden", "a b"):
+        assert commands.main(["sweep", spec, "--storage", str(tmp_path / "s.journal"), "--study", name]) == 2
+        assert "--study" in capsys.readouterr().err

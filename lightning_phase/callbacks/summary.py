@@ -59,7 +59,10 @@ class RunSummary(pl.Callback):
         self._write(trainer, pl_module, status="completed")
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        extra = {"stop_reason": "INTERRUPTED" if isinstance(exception, KeyboardInterrupt) else "CRASHED",
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        interrupted = isinstance(exception, (KeyboardInterrupt, SIGTERMException))
+        extra = {"stop_reason": "INTERRUPTED" if interrupted else "CRASHED",
                  "error": f"{type(exception).__name__}: {exception}"}
         self._write(trainer, pl_module, status="crashed", extra=extra)
 

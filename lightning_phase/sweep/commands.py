@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--threads", type=_positive(int, "--threads"), default=1, help="torch threads per trial")
         s.add_argument("--runner", default=DEFAULT_RUNNER, help=argparse.SUPPRESS)
         s.add_argument("--no-progress", action="store_true", help="no progress bar")
+        if name == "threshold":
+            s.add_argument("--json", default=None, metavar="FILE",
+                           help="write every group's h*, N*, bracket, verdicts and the N* = aP fits to FILE")
     return p
 
 
@@ -89,12 +93,23 @@ def _prepare(args):
         raise ConfigError("spec", args.spec, "a spec with a `threshold:` section (seeds, width_min, width_max)")
     if args.grace <= 2 * args.heartbeat:
         raise ConfigError("--grace", args.grace, f"more than twice --heartbeat ({args.heartbeat})")
-    spec = dataclasses.replace(spec, name=args.study or spec.name)
+    spec = dataclasses.replace(spec, name=check_study_name(args.study or spec.name))
     runner = load_runner(args.runner)
     opts = WorkerOptions(runs_dir=Path(args.runs_dir).resolve(), heartbeat=args.heartbeat, grace=args.grace,
                          threads=args.threads)
-    storage = open_storage(args.storage)
-    return spec, runner, opts, lambda: ensure_study(storage, spec)
+    # the storage is opened (a new journal file created) only after the trials' configs were checked
+    return spec, runner, opts, lambda: ensure_study(open_storage(args.storage), spec)
+
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_study_name(name: str) -> str:
+    """A study name is also a folder under --runs-dir: letters, digits, '_', '.', '-', no leading '.'/'-'."""
+    if not STUDY_NAME.fullmatch(name) or ".." in name:
+        raise ConfigError("--study", name, "1-100 letters, digits, '_', '.', '-' (starting with a letter or digit; "
+                          "it names the folder RUNS_DIR/STUDY)")
+    return name
 
 
 def _warm_data(base: dict, fixed: dict) -> None:
@@ -121,10 +136,10 @@ def cmd_run(args) -> int:
     spec, runner, opts, make_study = _prepare(args)
     preload(args.runner)
     import_s = _process_age()   # interpreter start + every import, paid once per sweep command
-    write_base(spec, opts.runs_dir)
     _warm_data(spec.base, spec.fixed)
-    _check_first_config(args.runner, spec, opts)
+    _check_configs(args.runner, spec)
     h = make_study()
+    write_base(spec, opts.runs_dir)
     show = not args.no_progress
     print(f"{args.command} {spec.name}: storage {describe(args.storage)}, {args.workers} worker(s), "
           f"runs in {opts.runs_dir / spec.name}", file=sys.stderr)
@@ -154,6 +169,16 @@ def cmd_run(args) -> int:
         driver.join(timeout=30)
         results = box.get("r") or []
         print(threshold.format_results(results))
+        from lightning_phase.analysis.jamming_line import format_line, jamming_line
+
+        fits = jamming_line(results)
+        if fits:
+            print(format_line(fits))
+        if args.json:
+            from lightning_phase.summary import write_json_atomic
+
+            write_json_atomic(Path(args.json), {"study": spec.name, "groups": results, "jamming_line": fits})
+            print(f"{spec.name}: results written to {args.json}", file=sys.stderr)
         finished = ok and bool(results) and all(r["finished"] for r in results)
     launch.report_timing(h, import_s, time.time() - t_start, args.workers)
     if not finished:
@@ -172,20 +197,41 @@ def _process_age() -> float:
         return float("nan")
 
 
-def _check_first_config(runner_ref: str, spec, opts) -> None:
-    """A typo in a grid key or a bad value fails here, in seconds, rather than in every trial."""
-    from lightning_phase.sweep.runner import check_configs
-    from lightning_phase.sweep.worker import base_path, trial_overrides
+def check_points(spec) -> list[dict]:
+    """The points whose runs are built before the first trial: every grid point when there are at most 64,
+    else each value of each grid key once (beside the first values of the others); for a threshold search,
+    each group at width_min and width_max, and each seed."""
+    if spec.threshold is None:
+        points = spec.points()
+        if len(points) <= 64:
+            return points
+        first = points[0]
+        return [first] + [{**first, k: v} for k, vals in spec.grid.items() for v in vals[1:]]
+    thr = spec.threshold
+    groups = spec.points() if spec.grid else [{}]
+    out = [{**g, thr.width_key: w, thr.seed_key: thr.seeds[0]} for g in groups[:64]
+           for w in (thr.width_min, thr.width_max)]
+    return out + [{**groups[0], thr.width_key: thr.width_min, thr.seed_key: s} for s in thr.seeds[1:]]
 
-    params = spec.points()[0] if spec.grid else {}
-    if spec.threshold is not None:
-        params = {**params, spec.threshold.width_key: spec.threshold.width_min,
-                  spec.threshold.seed_key: spec.threshold.seeds[0]}
-    overrides = trial_overrides(spec, params, opts.runs_dir, "check")
-    log = opts.runs_dir / spec.name / f"check.{os.getpid()}.log"
-    error = check_configs(runner_ref, base_path(spec, opts.runs_dir), [overrides], log)
+
+def _check_configs(runner_ref: str, spec) -> None:
+    """A typo in a grid key or a bad grid/fixed value fails here, in seconds, before any trial or storage;
+    the check writes only in a temporary folder."""
+    import tempfile
+
+    import yaml
+
+    from lightning_phase.sweep.runner import check_configs
+    from lightning_phase.sweep.worker import trial_overrides
+
+    with tempfile.TemporaryDirectory(prefix="lp-check-") as tmp:
+        base = Path(tmp) / "base.yaml"
+        base.write_text(yaml.safe_dump(spec.base, sort_keys=False))
+        trials = [trial_overrides(spec, p, Path(tmp), "check") for p in check_points(spec)]
+        error = check_configs(runner_ref, base, trials, Path(tmp) / "check.log")
     if error:
-        raise ConfigError("spec", spec.name, f"a run config that `fit` accepts (first grid point: {error})")
+        error = error.removeprefix("lightning-phase: error: ")
+        raise ConfigError("spec", spec.name, f"run configs that `fit` accepts ({error})")
 
 
 def main_sweep(argv: list[str]) -> int:

@@ -94,7 +94,8 @@ def _build_all(base_yaml: Path, trials: list[list[str]], run_dir: Path) -> dict[
         try:
             build(base_yaml, [*overrides, "--trainer.logger=false", "--trainer.enable_progress_bar=false"])
         except ConfigError as exc:
-            raise BadInput(f"{' '.join(overrides)}: {one_line(exc)}") from None
+            point = " ".join(a for a in overrides if not a.startswith(("--trainer.logger=", "--trainer.enable_prog")))
+            raise BadInput(f"{one_line(exc)} [trial {point}]") from None
     return {}
 
 

@@ -5,7 +5,8 @@
   write at once. :class:`FencedJournalFileBackend` adds the fence Optuna lacks: a torn last line (a
   writer killed mid-append, a full disk) is cut off, under the lock, before the next append — Optuna's own
   backend appends onto it, which turns it into a damaged line that every later reader refuses — and a
-  damaged line is reported as one line naming the file and its byte offset. SQLite
+  damaged line is reported as one line naming the file and its byte offset. Its writers lock with
+  ``flock`` (:class:`FlockLock`), which a killed process cannot leave behind. SQLite
   serialises writers with a whole-database lock ("database is locked" under contention) and cannot
   lock a row, so the compare-and-set RUNNING → FAIL that makes a stale trial's retry unique is not
   atomic there.
@@ -16,6 +17,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
@@ -26,7 +28,7 @@ from typing import Any
 import optuna
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
-from optuna.storages.journal._file import get_lock_file
+from optuna.storages.journal._file import BaseJournalFileLock, get_lock_file
 
 from lightning_phase.errors import ConfigError
 
@@ -45,6 +47,8 @@ def open_storage(url: str | None) -> BaseStorage:
         return _journal(url)
     if scheme not in RDB_SCHEMES:
         raise ConfigError("--storage", url, "a journal file path or a URL with scheme " + ", ".join(RDB_SCHEMES))
+    given = url
+    url, scheme = _with_installed_driver(url, scheme)
     engine_kwargs: dict = {"pool_pre_ping": True}
     if scheme.startswith("postgresql"):
         engine_kwargs["connect_args"] = {"connect_timeout": 5}
@@ -58,7 +62,11 @@ def open_storage(url: str | None) -> BaseStorage:
             if "already exists" in msg and attempt < 4:
                 time.sleep(0.5)   # another process is creating the tables of a fresh database right now
                 continue
-            raise ConfigError("--storage", describe(url), f"a reachable database ({msg})") from None
+            if isinstance(exc, ImportError) or "Failed to import DB access module" in msg \
+                    or "No module named" in msg:
+                raise ConfigError("--storage", describe(given), f"a URL whose database driver is installed ({msg}; "
+                                  "for PostgreSQL: pip install psycopg2-binary)") from None
+            raise ConfigError("--storage", describe(given), f"a reachable database ({msg})") from None
     raise AssertionError("unreachable")
 
 
@@ -71,8 +79,37 @@ class JournalDamaged(ConfigError):
         self.offset = offset
 
 
+class FlockLock(BaseJournalFileLock):
+    """The journal's writer lock as ``flock`` on ``<journal>.flock``: the kernel releases it when its holder
+    dies. Optuna's default symlink lock stays behind when a worker is SIGKILLed mid-append, and every
+    other worker then waits its 30 s grace period (longer than a stale-trial grace)."""
+
+    def __init__(self, journal_path: str):
+        self._path = journal_path + ".flock"
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)   # closing the descriptor drops the flock
+
+
 class FencedJournalFileBackend(JournalFileBackend):
-    """Optuna's journal file backend with a torn-tail fence and located read errors (module doc)."""
+    """Optuna's journal file backend with a torn-tail fence, located read errors and a lock that dies with
+    its holder (module doc)."""
+
+    def __init__(self, file_path: str) -> None:
+        super().__init__(file_path, lock_obj=FlockLock(file_path))
 
     def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
         """Optuna's read, but every complete line must be a JSON record: else :class:`JournalDamaged`.
@@ -142,6 +179,18 @@ def fence_torn_tail(fd: int) -> int:
         os.ftruncate(fd, end)
         os.fsync(fd)
     return end
+
+
+def _with_installed_driver(url: str, scheme: str) -> tuple[str, str]:
+    """``postgresql://`` as documented: SQLAlchemy 2.1 maps the bare scheme to psycopg 3; where only psycopg2
+    is installed (the pinned install), the URL is rewritten to ``postgresql+psycopg2://``."""
+    if scheme != "postgresql":
+        return url, scheme
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2") is not None:
+        return "postgresql+psycopg2://" + url.split("://", 1)[1], "postgresql+psycopg2"
+    return url, scheme
 
 
 def _journal(path: str) -> JournalStorage:
