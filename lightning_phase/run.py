@@ -70,6 +70,18 @@ class BadInput(ConfigError):
         ValueError.__init__(self, message)
 
 
+class ResultNotWritten(OSError):
+    """The run finished but its summary.json could not be written (an environment failure: ENOSPC ...);
+    ``record`` holds what it would have contained. Exit status 3; a sweep retries such a trial."""
+
+    def __init__(self, reason: str, record: dict[str, Any]):
+        super().__init__(f"summary.json could not be written: {reason}")
+        self.record = record
+
+
+EXIT_ENVIRONMENT = 3
+
+
 class PhaseCLI(LightningCLI):
     """LightningCLI (``run=False``: it only builds) with the data → net input-dimension link, the stop rules,
     ``ckpt_path`` and the run summary. ``model`` is PhaseModule or a subclass named by ``class_path``."""
@@ -209,6 +221,8 @@ def _execute(run: Run, stage: str) -> dict[str, Any]:
             shutil.rmtree(log_dir, ignore_errors=True)
         raise
     summary = next((c for c in run.trainer.callbacks if isinstance(c, RunSummary)), None)
+    if summary is not None and summary.write_error is not None:
+        raise ResultNotWritten(summary.write_error, dict(summary.record or {}))
     return dict(summary.record or {}) if summary is not None else {}
 
 
@@ -244,6 +258,9 @@ def _command(stage: str, argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"lightning-phase: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except ResultNotWritten as exc:   # the record itself was printed by RunSummary
+        print(f"lightning-phase: error: {exc} (free space and run it again)", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except Exception:
         traceback.print_exc()
         return 1
