@@ -32,6 +32,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningCLI
 
 from lightning_phase.callbacks import RunSummary, StepProgressBar, StopRules
+from lightning_phase.callbacks.checkpoint import PeriodicCheckpoint
 from lightning_phase.callbacks.flow_time import FlowTimeScalars
 from lightning_phase.callbacks.summary import run_dir
 from lightning_phase.data import PhaseDataModule
@@ -98,6 +99,7 @@ class PhaseCLI(LightningCLI):
         parser.link_arguments("data.input_dim", "model.init_args.net.init_args.input_dim", apply_on="instantiate")
         parser.link_arguments("data.out_dim", "model.init_args.net.init_args.out_dim", apply_on="instantiate")
         parser.add_lightning_class_args(StopRules, "stop")
+        parser.add_lightning_class_args(PeriodicCheckpoint, "checkpoint")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="checkpoint to resume `fit` from (or to evaluate in validate/test)")
 
@@ -171,6 +173,10 @@ def build(config: Config = None, overrides: Sequence[str] = (), prog: str = "lig
     ckpt = cli.config.get("ckpt_path")
     if ckpt is not None and not Path(ckpt).is_file():
         raise ConfigError("ckpt_path", ckpt, "an existing checkpoint file")
+    if ckpt is not None:   # Lightning loads the weights before it converts the module to the run's precision:
+        from lightning_phase.data.datamodule import precision_dtype  # float64 weights into float32 would round
+
+        cli.model.to(precision_dtype(cli.trainer.precision))
     # A net of the wrong shape, an optimiser refusing its arguments, or data a callback cannot use must fail
     # before any run directory exists.
     cli.model.check_net(cli.datamodule.x_train[:4], cli.datamodule.y_train)

@@ -281,6 +281,11 @@ def run_one(h: StudyHandle, opts: WorkerOptions, runner: Runner, trial_id: int, 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
     overrides = trial_overrides(h.spec, params, opts.runs_dir, version)
+    history = frozen.system_attrs.get("retry_history") or []
+    if history:   # a retry resumes from its predecessor's last checkpoint, if it left one
+        ckpt = opts.runs_dir / h.spec.name / f"trial_{history[-1]:05d}" / "checkpoints" / "last.ckpt"
+        if ckpt.is_file():
+            overrides.append(f"--ckpt_path={ckpt}")
     base = base_path(h.spec, opts.runs_dir)
     (run_dir / TRIAL_ARGS).write_text(yaml.safe_dump({"base": str(base), "overrides": overrides}, sort_keys=False))
     st.set_trial_user_attr(trial_id, "run_dir", str(run_dir))
