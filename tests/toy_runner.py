@@ -5,6 +5,8 @@ It exercises the sweep machinery (storage, workers, heartbeats, restarts, the th
 milliseconds. Its "jamming": the net of N = d·h + (L−1)·h² + h parameters fits P points (N_Δ = 0) when
 N ≥ P/2 · (1 + 0.1·u), u ∈ [−1, 1] a fixed function of the seed, so N* ∝ P as for random data [JAM].
 ``model.loss`` = toy_crash / toy_diverge / toy_kill makes a trial raise / diverge / SIGKILL itself;
+toy_slow: a fitting run is UNDECIDED below 400 steps (``trainer.max_steps``), SAT from there; toy_undecided:
+the runs that do not fit are UNDECIDED (never UNSAT). Otherwise ``fit_state`` is SAT iff N_Δ = 0, else UNSAT;
 the environment variable LP_TOY_SLEEP (seconds) makes each trial last that long.
 """
 
@@ -65,8 +67,14 @@ def run_toy(base_yaml: Path, overrides: list[str], run_dir: Path) -> dict[str, A
     n = toy_n_params(width, depth, d)
     n_star = p / 2 * (1 + 0.1 * u)
     n_delta = 0 if n >= n_star else max(1, round(p * (1 - n / n_star)))
+    fit_state = "SAT" if n_delta == 0 else "UNSAT"
+    budget = int(get_dotted(cfg, "trainer.max_steps", 100))
+    if loss == "toy_slow" and n_delta == 0 and budget < 400:
+        fit_state = "UNDECIDED"  # fits, but only with ≥ 400 steps
+    if loss == "toy_undecided" and n_delta > 0:
+        fit_state = "UNDECIDED"  # never converges: the unfitted runs are UNDECIDED at any budget
     summary = {"schema_version": 1, "config": cfg, "config_hash": config_hash(cfg), "n_params": n,
-               "width": width, "depth": depth,
+               "width": width, "depth": depth, "fit_state": fit_state,
                "seed": seed, "n_train": p, "n_delta": n_delta, "train_loss": n_delta / p,
                "train_error": n_delta / (2 * p), "test_error": 0.5 - 0.4 * min(1.0, n / (4 * p)),
                "steps": 1, "flow_time": 1.0, "wall_seconds": 0.0,

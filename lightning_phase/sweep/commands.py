@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--threads", type=_positive(int, "--threads"), default=1, help="torch threads per trial")
         s.add_argument("--runner", default=DEFAULT_RUNNER, help=argparse.SUPPRESS)
         s.add_argument("--no-progress", action="store_true", help="no progress bar")
+        if name == "threshold":
+            s.add_argument("--json", default=None, metavar="FILE",
+                           help="write every group's h*, N*, bracket, verdicts and the N* = aP fits to FILE")
     return p
 
 
@@ -166,6 +169,16 @@ def cmd_run(args) -> int:
         driver.join(timeout=30)
         results = box.get("r") or []
         print(threshold.format_results(results))
+        from lightning_phase.analysis.jamming_line import format_line, jamming_line
+
+        fits = jamming_line(results)
+        if fits:
+            print(format_line(fits))
+        if args.json:
+            from lightning_phase.summary import write_json_atomic
+
+            write_json_atomic(Path(args.json), {"study": spec.name, "groups": results, "jamming_line": fits})
+            print(f"{spec.name}: results written to {args.json}", file=sys.stderr)
         finished = ok and bool(results) and all(r["finished"] for r in results)
     launch.report_timing(h, import_s, time.time() - t_start, args.workers)
     if not finished:

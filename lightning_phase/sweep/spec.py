@@ -34,7 +34,8 @@ import yaml
 from lightning_phase.errors import ConfigError, check_choice, check_positive_int
 
 SPEC_KEYS = ("base", "fixed", "grid", "objective", "direction", "threshold")
-THRESHOLD_KEYS = ("width_key", "seed_key", "seeds", "width_min", "width_max", "max_doublings")
+THRESHOLD_KEYS = ("width_key", "seed_key", "seeds", "width_min", "width_max", "max_doublings", "budget_key",
+                  "budget_max", "data_seed_key")
 VALUE_FORMS = ("range", "logspace", "geomspace")
 DIRECTIONS = ("minimize", "maximize")
 # Common objectives: any numeric summary.json field is accepted (e.g. ntk_rel_change, t1), plus two ratios
@@ -48,7 +49,10 @@ GridValue = str | int | float | bool | None
 @dataclass(frozen=True)
 class ThresholdSpec:
     """Where to look for h*: widths [width_min, width_max] (doubled up to ``max_doublings`` times when
-    width_max does not fit), ``seeds`` run at every width tried; fitted = N_Δ = 0 for a majority."""
+    width_max does not fit), ``seeds`` run at every width tried; fitted = a strict majority of the seeds' runs
+    SAT (summary ``fit_state``). A run that ends UNDECIDED is run again with its budget ``budget_key`` (the
+    base's value, e.g. trainer.max_steps) doubled, while the doubled budget is ≤ ``budget_max`` (None: no
+    reruns). ``data_seed_key`` (e.g. data.data_seed): if set, each seed also draws its own data set."""
 
     seeds: tuple[int, ...]
     width_min: int
@@ -56,6 +60,9 @@ class ThresholdSpec:
     width_key: str = "model.net.init_args.width"
     seed_key: str = "seed_everything"
     max_doublings: int = 3
+    budget_key: str = "trainer.max_steps"
+    budget_max: int | None = None
+    data_seed_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,12 @@ def parse_spec(raw: dict[str, Any], name: str = "sweep", root: Path | None = Non
     direction = raw.get("direction", "minimize")
     check_choice("direction", direction, DIRECTIONS)
     threshold = _parse_threshold(raw["threshold"], grid) if "threshold" in raw else None
+    if threshold is not None and threshold.budget_max is not None:
+        budget = {**_flatten(base), **fixed}.get(threshold.budget_key)
+        if isinstance(budget, bool) or not isinstance(budget, int) or not 0 < budget <= threshold.budget_max:
+            raise ConfigError("threshold.budget_max", threshold.budget_max,
+                              f"a cap ≥ the base's {threshold.budget_key} (an integer > 0 in base or fixed; "
+                              f"got {budget!r})")
     return SweepSpec(name=name, base=base, grid=grid, fixed=fixed, objective=objective,
                      direction=direction, threshold=threshold)
 
@@ -169,9 +182,19 @@ def _parse_threshold(raw: Any, grid: dict[str, list]) -> ThresholdSpec:
     width_key = check_dotted_key("threshold.width_key", raw.get("width_key", ThresholdSpec.width_key))
     seed_key = check_dotted_key("threshold.seed_key", raw.get("seed_key", ThresholdSpec.seed_key))
     doublings = check_positive_int("threshold.max_doublings", raw.get("max_doublings", 3), minimum=0)
+    budget_key = check_dotted_key("threshold.budget_key", raw.get("budget_key", ThresholdSpec.budget_key))
+    budget_max = raw.get("budget_max")
+    if budget_max is not None:
+        budget_max = check_positive_int("threshold.budget_max", budget_max)
+    data_seed_key = raw.get("data_seed_key")
+    if data_seed_key is not None:
+        data_seed_key = check_dotted_key("threshold.data_seed_key", data_seed_key)
     spec = ThresholdSpec(seeds=tuple(seeds), width_min=wmin, width_max=wmax, width_key=width_key,
-                         seed_key=seed_key, max_doublings=doublings)
-    for key in (spec.width_key, spec.seed_key):
+                         seed_key=seed_key, max_doublings=doublings, budget_key=budget_key,
+                         budget_max=budget_max, data_seed_key=data_seed_key)
+    keys = [spec.width_key, spec.seed_key] + ([spec.budget_key] if budget_max is not None else []) \
+        + ([data_seed_key] if data_seed_key is not None else [])
+    for key in keys:
         if key in grid:
             raise ConfigError("grid", key, f"no entry for {key}: the threshold search sets it")
     return spec
@@ -231,3 +254,13 @@ def check_dotted_key(fieldname: str, key: Any) -> str:
     if not isinstance(key, str) or not key or any(not part for part in key.split(".")) or key.startswith("-"):
         raise ConfigError(fieldname, key, "a dotted run-config key such as model.net.init_args.width")
     return key
+
+
+def _flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """{"trainer": {"max_steps": 5}} → {"trainer.max_steps": 5} (leaves only)."""
+    if not isinstance(cfg, dict):
+        return {prefix: cfg} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out

@@ -192,6 +192,10 @@ def trial_params(h: StudyHandle, trial: optuna.Trial, frozen: FrozenTrial) -> di
     params = {k: suggest(h, trial, k, h.spec.grid[k]) for k in sorted(h.spec.grid) if k in fixed}
     params[thr.seed_key] = suggest(h, trial, thr.seed_key, list(thr.seeds))
     params[thr.width_key] = suggest(h, trial, thr.width_key, [1, 2 ** 30])   # widths are bisection's choice
+    if thr.budget_key in fixed and thr.budget_max is not None:   # a rerun of an UNDECIDED run, budget doubled
+        params[thr.budget_key] = suggest(h, trial, thr.budget_key, [1, thr.budget_max])
+    if thr.data_seed_key is not None and thr.data_seed_key in fixed:   # each seed its own data set
+        params[thr.data_seed_key] = suggest(h, trial, thr.data_seed_key, list(thr.seeds))
     return params
 
 
