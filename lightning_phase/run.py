@@ -32,6 +32,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from pytorch_lightning.cli import LightningCLI
 
 from lightning_phase.callbacks import RunSummary, StepProgressBar, StopRules
+from lightning_phase.callbacks.checkpoint import PeriodicCheckpoint
 from lightning_phase.callbacks.flow_time import FlowTimeScalars
 from lightning_phase.callbacks.summary import run_dir
 from lightning_phase.data import PhaseDataModule
@@ -70,6 +71,18 @@ class BadInput(ConfigError):
         ValueError.__init__(self, message)
 
 
+class ResultNotWritten(OSError):
+    """The run finished but its summary.json could not be written (an environment failure: ENOSPC ...);
+    ``record`` holds what it would have contained. Exit status 3; a sweep retries such a trial."""
+
+    def __init__(self, reason: str, record: dict[str, Any]):
+        super().__init__(f"summary.json could not be written: {reason}")
+        self.record = record
+
+
+EXIT_ENVIRONMENT = 3
+
+
 class PhaseCLI(LightningCLI):
     """LightningCLI (``run=False``: it only builds) with the data → net input-dimension link, the stop rules,
     ``ckpt_path`` and the run summary. ``model`` is PhaseModule or a subclass named by ``class_path``."""
@@ -86,6 +99,7 @@ class PhaseCLI(LightningCLI):
         parser.link_arguments("data.input_dim", "model.init_args.net.init_args.input_dim", apply_on="instantiate")
         parser.link_arguments("data.out_dim", "model.init_args.net.init_args.out_dim", apply_on="instantiate")
         parser.add_lightning_class_args(StopRules, "stop")
+        parser.add_lightning_class_args(PeriodicCheckpoint, "checkpoint")
         parser.add_argument("--ckpt_path", type=str | None, default=None,
                             help="checkpoint to resume `fit` from (or to evaluate in validate/test)")
 
@@ -159,6 +173,10 @@ def build(config: Config = None, overrides: Sequence[str] = (), prog: str = "lig
     ckpt = cli.config.get("ckpt_path")
     if ckpt is not None and not Path(ckpt).is_file():
         raise ConfigError("ckpt_path", ckpt, "an existing checkpoint file")
+    if ckpt is not None:   # Lightning loads the weights before it converts the module to the run's precision:
+        from lightning_phase.data.datamodule import precision_dtype  # float64 weights into float32 would round
+
+        cli.model.to(precision_dtype(cli.trainer.precision))
     # A net of the wrong shape, an optimiser refusing its arguments, or data a callback cannot use must fail
     # before any run directory exists.
     cli.model.check_net(cli.datamodule.x_train[:4], cli.datamodule.y_train)
@@ -209,6 +227,8 @@ def _execute(run: Run, stage: str) -> dict[str, Any]:
             shutil.rmtree(log_dir, ignore_errors=True)
         raise
     summary = next((c for c in run.trainer.callbacks if isinstance(c, RunSummary)), None)
+    if summary is not None and summary.write_error is not None:
+        raise ResultNotWritten(summary.write_error, dict(summary.record or {}))
     return dict(summary.record or {}) if summary is not None else {}
 
 
@@ -244,6 +264,9 @@ def _command(stage: str, argv: list[str]) -> int:
     except ConfigError as exc:
         print(f"lightning-phase: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except ResultNotWritten as exc:   # the record itself was printed by RunSummary
+        print(f"lightning-phase: error: {exc} (free space and run it again)", file=sys.stderr)
+        return EXIT_ENVIRONMENT
     except Exception:
         traceback.print_exc()
         return 1

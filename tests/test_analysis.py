@@ -222,3 +222,16 @@ def test_load_runs_reads_every_summary_below_a_folder(tmp_path):
     assert df["run_dir"].str.endswith("version_2").iloc[0] and pd.api.types.is_numeric_dtype(df["width"])
     with pytest.raises(ConfigError, match="^path: got"):
         load_runs(tmp_path / "empty")
+
+
+def test_variance_exponent_bootstraps_over_seeds_and_covers_one_over_h():
+    from lightning_phase.analysis.fluctuations import variance_exponent
+
+    rng = np.random.default_rng(7)
+    stacks = {h: rng.standard_normal((6, 300)) / math.sqrt(h) for h in (8, 32, 128, 512)}   # Var = 1/h
+    fit = variance_exponent(stacks, n_boot=500)
+    assert fit.method == "bootstrap-seeds" and fit.covers(-1.0) and abs(fit.exponent + 1) < 0.1
+    assert fit.interval[1] - fit.interval[0] < 0.5 and fit.n_rows == 24
+    few = variance_exponent({h: F[:2] for h, F in stacks.items()}, n_boot=500)   # 2 seeds: one variance each
+    assert few.method == "bootstrap" and np.isfinite(few.interval).all() and few.interval[0] < few.interval[1]
+    assert variance_exponent({8: stacks[8]}) is None

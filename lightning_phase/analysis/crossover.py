@@ -60,7 +60,7 @@ def crossover_line(df: pd.DataFrame, c: float = 1.0, change: str = "ntk_rel_chan
                    alpha_tilde: str = "alpha_tilde") -> pd.DataFrame:
     """One row per width: ``alpha_tilde_star`` (α̃*), ``bracket_lo``, ``bracket_hi``, ``crossed``,
     ``alpha_star`` = α̃*/√h (the article's α), ``n_alpha`` (grid values with a finite change) and
-    ``n_seeds`` (most runs at one α̃). Seeds are averaged geometrically (mean of log change)."""
+    ``n_seeds`` (fewest runs at one α̃ of the width). Seeds are averaged geometrically (mean of log change)."""
     rows = []
     d = df[[width, alpha_tilde, change]].apply(pd.to_numeric, errors="coerce").dropna()
     d = d[d[change] > 0]
@@ -70,7 +70,7 @@ def crossover_line(df: pd.DataFrame, c: float = 1.0, change: str = "ntk_rel_chan
         rows.append({"width": h, "alpha_tilde_star": cr.value, "bracket_lo": cr.bracket[0],
                      "bracket_hi": cr.bracket[1], "crossed": cr.crossed,
                      "alpha_star": cr.value / math.sqrt(h), "n_alpha": int(m.size),
-                     "n_seeds": int(g.groupby(alpha_tilde).size().max())})
+                     "n_seeds": int(g.groupby(alpha_tilde).size().min())})
     return pd.DataFrame(rows, columns=["width", "alpha_tilde_star", "bracket_lo", "bracket_hi", "crossed",
                                        "alpha_star", "n_alpha", "n_seeds"])
 
@@ -80,14 +80,15 @@ def crossover_exponent(line: pd.DataFrame, df: pd.DataFrame | None = None, c: fl
                        n_boot: int = DEFAULT_BOOT, rng_seed: int = 0) -> PowerLawFit | None:
     """Fit α* = α̃*/√h ∝ h^b over the widths whose curve crossed c (None with fewer than 2).
 
-    With ``df`` holding several seeds per point, the interval is a bootstrap over seeds: each draw
+    With ``df`` holding several seeds at every point of the crossed widths, the interval is a bootstrap over
+    seeds: each draw
     resamples the seeds of every (width, α̃) point, recomputes every α̃*(h) and refits (draws where a
     width no longer crosses are dropped). Otherwise it is ``fit_power_law``'s own (t-interval for < 4
     widths)."""
     ok = line[line["crossed"]]
     base = fit_power_law(ok["width"], ok["alpha_star"], level=level, n_boot=n_boot, seed=rng_seed)
-    if base is None or df is None or seed not in df.columns or line["n_seeds"].max() < 2:
-        return base
+    if base is None or df is None or seed not in df.columns or ok["n_seeds"].min() < 2:
+        return base   # a point with one seed: resampling seeds cannot move its crossing
     d = df[["width", "alpha_tilde", change, seed]].apply(pd.to_numeric, errors="coerce").dropna()
     d = d[(d[change] > 0) & d["width"].isin(ok["width"])]
     rng = np.random.default_rng(rng_seed)

@@ -86,7 +86,8 @@ def phase_diagram(cells: pd.DataFrame, crossover: pd.DataFrame | None = None,
     fig.colorbar(mesh, ax=ax, label="test error (fraction, mean over seeds)")
     if jamming is not None and len(jamming):
         j = jamming.dropna(subset=["width_star"])
-        ax.plot(j["width_star"], j["alpha_tilde"], "w--o", ms=4, lw=2, label="jamming line (N_Δ > 0 on the left)")
+        ax.plot(j["width_star"], j["alpha_tilde"], "w--o", ms=4, lw=2,
+                label="jamming line: N_Δ > 0 at the end on its left")
     if crossover is not None and len(crossover):
         c = crossover[crossover["crossed"]]
         yerr = np.array([c["alpha_tilde_star"] - c["bracket_lo"], c["bracket_hi"] - c["alpha_tilde_star"]])

@@ -98,3 +98,35 @@ def fluctuations(df: pd.DataFrame, by: Sequence[str] = ("width", "alpha_tilde"),
         rows.append({**dict(zip(by, key, strict=True)), "n_seeds": F.shape[0], "variance": output_variance(F),
                      "single_error": single_error(F, y), "ensemble_error": ensemble_error(F, y)})
     return pd.DataFrame(rows, columns=[*by, "n_seeds", "variance", "single_error", "ensemble_error"])
+
+
+def variance_exponent(stacks: dict[float, np.ndarray], level: float = 0.95, n_boot: int = 1000,
+                      seed: int = 0):
+    """Fit Var_seeds F ∝ h^b over the widths of ``stacks`` (width → F (S, P), S ≥ 2 nets), with a bootstrap
+    over seeds: each draw resamples the S nets of every width with replacement, recomputes every variance
+    and refits; draws that pick fewer than 2 distinct nets at some width (no variance) are dropped.
+    With fewer than 3 nets at some width the seed bootstrap is degenerate (2 nets: one variance) and the
+    interval is fit_power_law's over the widths. Returns a PowerLawFit, None with fewer than 2 widths."""
+    from lightning_phase.analysis.stats import PowerLawFit, fit_power_law
+
+    hs = sorted(h for h, F in stacks.items() if F.shape[0] >= 2)
+    if len(hs) < 2:
+        return None
+    var = np.array([output_variance(stacks[h]) for h in hs])
+    base = fit_power_law(hs, var, level=level, n_boot=n_boot, seed=seed)
+    if min(stacks[h].shape[0] for h in hs) < 3:
+        return base
+    rng = np.random.default_rng(seed)
+    boot = np.empty((n_boot, len(hs)))
+    ok = np.ones(n_boot, dtype=bool)
+    for j, h in enumerate(hs):
+        F = stacks[h]
+        idx = rng.integers(0, F.shape[0], size=(n_boot, F.shape[0]))          # (B, S)
+        ok &= (np.diff(np.sort(idx, axis=1), axis=1) != 0).any(axis=1)        # ≥ 2 distinct nets
+        boot[:, j] = F[idx].var(axis=1, ddof=1).mean(axis=1)                  # (B, S, P) → (B,)
+    lx = np.log(hs)
+    slopes = np.polyfit(lx, np.log(boot[ok]).T, 1)[0]                         # one fit per draw
+    q = (1 - level) / 2
+    interval = (float(np.quantile(slopes, q)), float(np.quantile(slopes, 1 - q)))
+    return PowerLawFit(base.exponent, base.prefactor, interval, level, base.x_range, base.n_points,
+                       int(sum(stacks[h].shape[0] for h in hs)), base.stderr, "bootstrap-seeds")

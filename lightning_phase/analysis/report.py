@@ -212,7 +212,7 @@ def render(fits: dict[str, Any], an, drawn: dict[str, str]) -> str:
         lines += ["", "## Fluctuations and ensembles (from outputs.npz)", "",
                   "| h | α̃ | seeds | Var_seeds F | single-net error | ensemble error |", "|---|---|---|---|---|---|"]
         lines += [f"| {r.width:g} | {r.alpha_tilde:.3g} | {r.n_seeds} | {r.variance:.4g} | {r.single_error:.4f} | "
-                  f"{r.ensemble_error:.4f} |" for r in an.fluct.itertuples()]
+                  f"{r.ensemble_error:.4f} |" for r in an.fluct.itertuples() if r.n_seeds >= 2]
     if th:
         lines += ["", "## Jamming threshold", "", "| P | h* | N* | bracket | finished |", "|---|---|---|---|---|"]
         lines += [f"| {r['n_train']} | {r['h_star']} | {r['n_star']} | {r['bracket']} | {r['finished']} |"

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from lightning_phase.analysis.crossover import crossover_exponent, crossover_line
-from lightning_phase.analysis.fluctuations import fluctuations
+from lightning_phase.analysis.fluctuations import fluctuations, stack_outputs, variance_exponent
 from lightning_phase.analysis.jamming import jamming_line
 from lightning_phase.analysis.stats import PowerLawFit, aggregate, fit_power_law
+from lightning_phase.summary import OUTPUTS_FILE
 
 # Published values beside each fitted number (SCIENCE.md §4, §6).
 PUBLISHED = {
@@ -134,8 +136,12 @@ def _fluctuations(df: pd.DataFrame, an: Analysis, level: float, n_boot: int) -> 
     fl = an.fluct[an.fluct["n_seeds"] >= 2]
     if fl.empty:
         return
-    by_alpha = {a: fit_power_law(g["width"], g["variance"], level=level, n_boot=n_boot)
-                for a, g in fl.groupby("alpha_tilde")}
+    by_alpha = {}
+    for a, g in fl.groupby("alpha_tilde"):
+        rows = df[np.isclose(df["alpha_tilde"], a) & df["width"].isin(g["width"])]
+        stacks = {h: stack_outputs([r for r in gg["run_dir"] if (Path(r) / OUTPUTS_FILE).is_file()])[0]
+                  for h, gg in rows.groupby("width")}
+        by_alpha[a] = variance_exponent(stacks, level=level, n_boot=min(n_boot, 1000))
     fitted = {a: f for a, f in by_alpha.items() if f is not None}
     an.fits["fluctuations"] = {
         "variance": {f"{r.width:g}": {f"{r.alpha_tilde:.6g}": r.variance} for r in fl.itertuples()},

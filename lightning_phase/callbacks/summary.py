@@ -50,6 +50,7 @@ class RunSummary(pl.Callback):
         self.config, self.seed = config, seed
         self.path: Path | None = None
         self.record: dict[str, Any] | None = None
+        self.write_error: str | None = None   # why summary.json could not be written (ENOSPC ...), if so
         self._t0 = time.monotonic()
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -127,8 +128,16 @@ class RunSummary(pl.Callback):
                 write_npz_atomic(self.path.with_name(OUTPUTS_FILE), final_outputs(trainer, pl_module))
             except Exception as exc:  # the summary must be written even if the outputs cannot be
                 rec["outputs_error"] = f"{type(exc).__name__}: {exc}"
-        write_json_atomic(self.path, rec)
         self.record = rec
+        try:
+            write_json_atomic(self.path, rec)
+        except OSError as exc:   # disk full, quota, read-only: the record must still reach the terminal
+            import json
+            import sys
+
+            self.write_error = f"{type(exc).__name__}: {exc}"
+            print(f"lightning-phase: summary.json could not be written ({self.write_error}); the record: "
+                  f"{json.dumps(rec, default=str)}", file=sys.stderr)
 
     @staticmethod
     def _log_hparams(trainer: pl.Trainer, rec: dict[str, Any]) -> None:

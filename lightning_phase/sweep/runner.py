@@ -42,6 +42,7 @@ class Outcome(str, Enum):
     NO_OBJECTIVE = "NO_OBJECTIVE"    # the objective is missing or NaN in the summary
     STALE = "STALE"                  # the worker's heartbeat stopped (worker killed); retried once
     INTERRUPTED = "INTERRUPTED"      # Ctrl-C / SIGTERM of the sweep; retried on restart
+    ENVIRONMENT = "ENVIRONMENT"      # the run could not write its result (disk full ...); retried
     SURPLUS = "SURPLUS"              # created after the grid was exhausted (a race at the very end); nothing ran
 
 
@@ -108,7 +109,8 @@ def _set_parent_death_signal() -> None:
         pass
 
 
-def _child(runner: Runner, base_yaml: Path, overrides: list[str], run_dir: Path, log_path: str, threads: int) -> None:
+def _child(runner: Runner, base_yaml: Path, overrides: list[str], run_dir: Path, log_path: str, threads: int,
+           result=None) -> None:
     _set_parent_death_signal()
     signal.signal(signal.SIGINT, signal.SIG_IGN)    # the worker decides what Ctrl-C means for a trial
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -130,6 +132,15 @@ def _child(runner: Runner, base_yaml: Path, overrides: list[str], run_dir: Path,
     except ConfigError as exc:
         print(f"lightning-phase: error: {' '.join(str(exc).split())}")
         code = 2
+    except OSError as exc:   # ResultNotWritten (its record goes to the worker), or ENOSPC elsewhere
+        record = getattr(exc, "record", None)
+        if result is not None and record:
+            try:
+                result.send(record)
+            except (OSError, ValueError):
+                pass
+        print(f"lightning-phase: error: {type(exc).__name__}: {exc}")
+        code = 3
     except BaseException:
         import traceback
 
@@ -145,9 +156,12 @@ def start_child(runner: Callable, base_yaml: Path, overrides: Any, run_dir: Path
     """Fork a child that runs ``runner(base_yaml, overrides, run_dir)``; returns the (started) Process."""
     ctx = multiprocessing.get_context("fork")
     log = str(log_path or run_dir / LOG_FILE)
-    proc = ctx.Process(target=_child, args=(runner, Path(base_yaml), overrides, Path(run_dir), log, threads),
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(runner, Path(base_yaml), overrides, Path(run_dir), log, threads, send),
                        daemon=False)
     proc.start()
+    send.close()
+    proc.result = recv   # the record of a run whose summary.json could not be written (exit status 3)
     return proc
 
 
@@ -174,6 +188,8 @@ def classify(exitcode: int | None, run_dir: Path, objective: str) -> tuple[Outco
         sig = -(exitcode or 0)
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
         return Outcome.KILLED, summary, None, f"the trial process died of signal {name}" + _tail(run_dir)
+    if exitcode == 3:
+        return Outcome.ENVIRONMENT, summary, None, "the run could not write its result" + _tail(run_dir)
     if exitcode == 2:
         return Outcome.BAD_CONFIG, summary, None, "the run refused its config" + _tail(run_dir)
     if exitcode != 0:

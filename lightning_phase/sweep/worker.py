@@ -41,7 +41,7 @@ HEARTBEAT_KEY = "lp:heartbeat"
 WORKER_KEY = "lp:worker"
 TRIAL_ARGS = "trial_args.yaml"   # base path and overrides of the trial (config.yaml: resolved)
 BASE_FILE = "base.yaml"
-RETRIED = (Outcome.STALE.value, Outcome.INTERRUPTED.value)
+RETRIED = (Outcome.STALE.value, Outcome.INTERRUPTED.value, Outcome.ENVIRONMENT.value)
 
 
 def is_final_failure(t: FrozenTrial) -> bool:
@@ -285,22 +285,38 @@ def run_one(h: StudyHandle, opts: WorkerOptions, runner: Runner, trial_id: int, 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
     overrides = trial_overrides(h.spec, params, opts.runs_dir, version)
+    history = frozen.system_attrs.get("retry_history") or []
+    if history:   # a retry resumes from its predecessor's last checkpoint, if it left one
+        ckpt = opts.runs_dir / h.spec.name / f"trial_{history[-1]:05d}" / "checkpoints" / "last.ckpt"
+        if ckpt.is_file():
+            overrides.append(f"--ckpt_path={ckpt}")
     base = base_path(h.spec, opts.runs_dir)
     (run_dir / TRIAL_ARGS).write_text(yaml.safe_dump({"base": str(base), "overrides": overrides}, sort_keys=False))
     st.set_trial_user_attr(trial_id, "run_dir", str(run_dir))
     t_fork = time.time()
     proc = start_child(runner, base, overrides, run_dir, opts.threads)
+    record: dict[str, Any] = {}
+    pipe_open = True
     try:
-        while proc.is_alive():
-            proc.join(timeout=opts.heartbeat)
+        while proc.is_alive() or pipe_open:
+            if pipe_open and proc.result.poll(opts.heartbeat):   # read while it runs: a big record must
+                try:                                             # not block the child
+                    record = proc.result.recv()
+                except (EOFError, OSError):
+                    pipe_open = False
+            elif not pipe_open:
+                proc.join(timeout=opts.heartbeat)
             if proc.is_alive():
                 heartbeat(h, trial_id)
+        proc.join()
+        proc.result.close()
     except KeyboardInterrupt:
         stop_child(proc)
         fail_and_retry(h, st.get_trial(trial_id), Outcome.INTERRUPTED, "sweep interrupted", opts.max_retries)
         raise
     t_child = time.time() - t_fork
     outcome, summary, value, reason = classify(proc.exitcode, run_dir, h.spec.objective)
+    summary = summary or record   # summary.json unwritable (disk full): the record came through the pipe
     train = summary.get("wall_seconds") if isinstance(summary.get("wall_seconds"), (int, float)) else None
     t0 = time.time()
     try:
@@ -309,7 +325,10 @@ def run_one(h: StudyHandle, opts: WorkerOptions, runner: Runner, trial_id: int, 
         timing = {"claim_s": t_fork - t_claim, "child_s": t_child, "train_s": train}
         timing["record_s"] = time.time() - t0
         st.set_trial_user_attr(trial_id, "timing", timing)
-        _record(h, trial_id, outcome, reason, value)
+        if outcome is Outcome.ENVIRONMENT:   # not the run's fault: its point is redone
+            fail_and_retry(h, st.get_trial(trial_id), outcome, reason, opts.max_retries)
+        else:
+            _record(h, trial_id, outcome, reason, value)
     except UpdateFinishedTrialError:
         pass  # declared dead meanwhile (heartbeats lost): its retry holds the result
     return outcome
