@@ -1,5 +1,6 @@
 # Two commands on a fresh machine (each creates the virtualenv when it is missing):
-#   make demo    # set up, then run the main job (DEMO=quickstart: configs/quickstart.yaml, offline, ~30 s)
+#   make demo    # set up, then run the main job (DEMO=quickstart: configs/quickstart.yaml, offline, ~30 s;
+#                # DEMO=phase_diagram: the small phase-diagram sweep on 2 workers, then its report)
 #   make test    # set up, then run the test suite
 # VENV=<dir> puts the virtualenv elsewhere (.ci/run uses a throw-away one); PYTHON picks the interpreter.
 VENV ?= .venv
@@ -9,10 +10,12 @@ BIN := $(VENV)/bin
 
 # The main job of each DEMO value (one command line each).
 DEMO_quickstart := $(BIN)/python -m lightning_phase fit --config configs/quickstart.yaml
+DEMO_phase_diagram := $(BIN)/python -m lightning_phase sweep sweeps/phase_diagram_small.yaml --workers 2 \
+	&& $(BIN)/python -m lightning_phase report phase_diagram_small --out reports/phase_diagram_small
 
 .PHONY: demo test setup
 demo: $(VENV)/.installed
-	@test -n "$(DEMO_$(DEMO))" || { echo "make demo: DEMO=$(DEMO); expected one of: quickstart"; exit 2; }
+	@test -n "$(DEMO_$(DEMO))" || { echo "make demo: DEMO=$(DEMO); expected one of: quickstart, phase_diagram"; exit 2; }
 	OMP_NUM_THREADS=1 $(DEMO_$(DEMO))
 
 test: $(VENV)/.installed

@@ -173,3 +173,18 @@ def test_hessian_callback_refuses_class_labels():
     with pytest.raises(ConfigError, match="data.labels"):
         HessianSpectrum().check_data(PhaseDataModule("digits", n_train=20, n_test=20, labels="class"))
     HessianSpectrum().check_data(PhaseDataModule("digits", n_train=20, n_test=20))
+
+
+def test_measurement_callbacks_run_with_class_labels():
+    cbs = [{"class_path": "lightning_phase.callbacks.NTKChange", "init_args": {"n_points": 20}},
+           {"class_path": "lightning_phase.callbacks.Margins"},
+           {"class_path": "lightning_phase.callbacks.WeightsChange"},
+           {"class_path": "lightning_phase.callbacks.TimeScale"}]
+    Path("c.yaml").write_text(json.dumps({"trainer": {"max_steps": 12, "enable_progress_bar": False,
+                                                      "callbacks": cbs}}))
+    args = ["fit", "--config", "c.yaml", "--model.net=lightning_phase.nets.FullyConnected", "--model.net.width=16",
+            "--model.alpha_tilde=1.0", "--model.loss=cross_entropy", "--data.labels=class", "--data.n_train=100",
+            "--data.n_test=50", "--data.n_kernel=20"]
+    assert main(args) == 0
+    rec = json.loads(next(Path("runs").rglob("summary.json")).read_text())
+    assert rec["ntk_rel_change"] > 0 and rec["weights_change"] > 0 and rec["margins_n_delta"] == rec["n_delta"]

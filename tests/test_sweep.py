@@ -178,3 +178,17 @@ def test_two_sweeps_of_the_same_study_share_the_grid(tmp_path):
     b.join(60)
     assert a.exitcode == 0 and b.exitcode == 0
     check_exactly_once(trials(st, "two"), 8)
+
+
+def test_sweep_prints_one_line_per_finished_trial_and_no_bar_off_terminal(tmp_path, capsys):
+    st = str(tmp_path / "s.journal")
+    spec = write_spec(tmp_path / "lines.yaml", grid={"model.net.init_args.width": [2, 16], "seed_everything": [0]})
+    assert commands.main(["sweep", str(spec), "--storage", st, "--runner", TOY]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err  # captured stderr is not a terminal: no redrawn bar
+    lines = sorted(ln for ln in err.splitlines() if ln.startswith("trial "))
+    assert len(lines) == 2
+    assert {ln.split("width=")[1].split()[0] for ln in lines} == {"2", "16"}  # each point once
+    for line in lines:
+        assert "seed_everything=0" in line and "test_error=" in line and "n_delta=" in line
+        assert line.endswith(" s") and ("ALL_MARGINS_MET" in line or "STEP_BUDGET" in line)

@@ -55,7 +55,8 @@ class TimeScale(pl.Callback):
             if self.t1 is not None:
                 log_metrics(trainer, {"time/t1": self.t1}, step)
         if self.schedule(step) and "outputs" in outputs:
-            norm = float(output_norm(outputs["outputs"]))
+            F_out = outputs["outputs"]  # (P,), or (P, C) for C classes: ‖F_μ‖ over the classes first
+            norm = float(output_norm(F_out.norm(dim=-1) if F_out.dim() > 1 else F_out))
             log_metrics(trainer, {"time/flow_time": t, "time/output_norm": norm}, step)
 
     def summary(self) -> dict[str, float | None]:

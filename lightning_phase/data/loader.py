@@ -85,6 +85,7 @@ class NoisyLoader:
     random fraction q_y of the samples whose label is replaced by a uniform draw (a class index 0…K−1 for
     integer labels, ±1 otherwise; it may hit the true label). q_x = ``input_noise``, q_y = ``label_noise``.
     Batch b of epoch e draws from a generator seeded by (seed, e, b, rank): a resumed run sees the same noise.
+    With ``model.steps_per_call`` n > 1 the n steps of one call share one noisy batch.
     """
 
     def __init__(self, loader: TensorLoader, input_noise: float, label_noise: float, x_std: float,

@@ -17,6 +17,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from lightning_phase.errors import ConfigError
+from lightning_phase.summary import trial_record
 from lightning_phase.sweep.runner import Outcome, Runner
 from lightning_phase.sweep.spec import SweepSpec
 from lightning_phase.sweep.worker import RETRIED, StudyHandle, WorkerOptions, is_final_failure, sampler_for, worker_main
@@ -86,16 +87,22 @@ def _state(t: FrozenTrial) -> str:
 
 def watch(h: StudyHandle, procs: list, counts: Callable[[], Counter], total: int, show: bool,
           done: Callable[[], bool] | None = None, poll: float = 1.0) -> bool:
-    """Progress bar (tqdm) until the workers exit (or ``done()``); Ctrl-C/SIGTERM stops the workers,
-    which mark their running trial INTERRUPTED and enqueue it again. Returns False if interrupted."""
+    """Progress until the workers exit (or ``done()``): one line per finished trial (its point, objective,
+    N_Δ, stop reason, time) and, on a terminal, a bar of grid points below them (never redrawn into a log
+    file). Ctrl-C/SIGTERM stops the workers, which mark their running trial INTERRUPTED and enqueue it again.
+    Returns False if interrupted."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="trial", disable=not show, dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=total, unit="trial", disable=not (show and sys.stderr.isatty()), dynamic_ncols=True,
+               file=sys.stderr)
+    seen: set[int] = set()
     old = signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         while any(p.is_alive() for p in procs) and not (done is not None and done()):
+            _report_finished(h, seen, bar, show)
             _update(bar, counts())
             time.sleep(poll)
+        _report_finished(h, seen, bar, show)
         _update(bar, counts())
         return True
     except KeyboardInterrupt:
@@ -108,6 +115,36 @@ def watch(h: StudyHandle, procs: list, counts: Callable[[], Counter], total: int
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, old)
+
+
+def trial_line(t: FrozenTrial, objective: str) -> str:
+    """One line for a finished trial: number, grid point, objective value, N_Δ, stop reason, time."""
+    point = " ".join(f"{k.rsplit('.', 1)[-1]}={v:g}" if isinstance(v, (int, float)) else f"{k.rsplit('.', 1)[-1]}={v}"
+                     for k, v in sorted(t.params.items()))
+    summary = trial_record(t.user_attrs)
+    seconds = (t.user_attrs.get("timing") or {}).get("child_s")
+    if t.state == TrialState.COMPLETE and t.values:
+        value = f"{objective}={t.values[0]:.4g}"
+    else:
+        value = f"{t.state.name} ({t.user_attrs.get('fail_reason', '?')})"
+    parts = [f"trial {t.number}", point, value]
+    if summary.get("n_delta") is not None:
+        parts.append(f"n_delta={summary['n_delta']}")
+    if summary.get("stop_reason"):
+        parts.append(str(summary["stop_reason"]))
+    if isinstance(seconds, (int, float)):
+        parts.append(f"{seconds:.1f} s")
+    return "  ".join(p for p in parts if p)
+
+
+def _report_finished(h: StudyHandle, seen: set[int], bar, show: bool) -> None:
+    """Print (above the bar) one line per trial that finished since the last call."""
+    if not show:
+        return
+    for t in h.trials((TrialState.COMPLETE, TrialState.FAIL)):
+        if t.number not in seen and t.user_attrs.get("fail_reason") != Outcome.SURPLUS.value:
+            seen.add(t.number)
+            bar.write(trial_line(t, h.spec.objective), file=sys.stderr)
 
 
 def _update(bar, c: Counter) -> None:
