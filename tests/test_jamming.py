@@ -243,3 +243,38 @@ def test_plateau_scheduler_reduces_rate_on_a_flat_training_loss():
     lrs = [1e-12] * 4 + [5e-13] * 3 + [2.5e-13] * 3  # reduced after steps 4 and 7 (3 bad steps each)
     assert module.flow_time == pytest.approx(sum(lrs), rel=1e-9)
     assert math.isclose(module.scheduler.optimizer.param_groups[0]["lr"], 1.25e-13, rel_tol=1e-9)
+
+
+# ---- tails you can trust: the flags of the Δ tail fits ----------------------------------------------
+def _power_law_sides(n=2000, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(size=n) ** (1 / 1.3), -rng.uniform(size=n) ** (1 / 0.8)  # θ = 0.3, γ = 0.2
+
+
+@pytest.mark.parametrize("cutoff", ["ks_pass", "csn"])
+def test_both_cutoff_rules_recover_the_exponents_without_flags(cutoff):
+    from lightning_phase.observables import tail_exponents
+
+    pos, neg = _power_law_sides()
+    fit = tail_exponents(np.concatenate([pos, neg]), n_boot=10, cutoff=cutoff)
+    assert abs(fit.theta - 0.3) < 0.1 and abs(fit.gamma - 0.2) < 0.1 and fit.cutoff == cutoff
+    assert not (fit.floor_pos or fit.floor_neg or fit.pos_below_tol)
+
+
+def test_cutoff_at_its_floor_is_flagged():
+    from lightning_phase.observables import tail_exponents
+
+    rng = np.random.default_rng(0)
+    shifted = 1 + rng.uniform(size=2000)  # no power law near 0: every k fails the KS test
+    fit = tail_exponents(shifted, n_boot=5)
+    assert fit.k_pos == 50 and fit.floor_pos and not fit.floor_neg
+
+
+def test_theta_fitted_on_round_off_sized_delta_is_flagged():
+    from lightning_phase.observables import tail_exponents
+
+    pos, neg = _power_law_sides()
+    fit = tail_exponents(np.concatenate([1e-9 * pos, neg]), n_boot=5)  # SAT leftovers: Δ ≤ 1e-9
+    assert fit.pos_below_tol and fit.cut_pos < 1e-3
+    with pytest.raises(ValueError, match="cutoff"):
+        tail_exponents(pos, cutoff="median")

@@ -13,7 +13,7 @@ from lightning_phase.callbacks.schedule import (
     log_metrics,
     tensorboard,
 )
-from lightning_phase.errors import check_bool, check_positive_int
+from lightning_phase.errors import check_bool, check_choice, check_positive_int
 from lightning_phase.observables import margins, n_delta, tail_exponents
 
 
@@ -26,17 +26,21 @@ class Margins(ScheduledCallback):
     ``margins/tails`` (log–log tails with fitted lines). Rank 0 only, on the full set, so N_Δ is global.
 
     Summary: margins_n_delta, margins_n_delta_over_p (final, full training set), theta, theta_err, gamma,
-    gamma_err, k_pos, k_neg (the values the tail fits used).
+    gamma_err, k_pos, k_neg (the values the tail fits used), and the fit's flags tail_floor_pos,
+    tail_floor_neg (cutoff at its floor k_min), tail_pos_below_tol (θ fitted on Δ ≤ 1e-3: SAT leftovers, not a
+    jamming tail), tail_cutoff. ``cutoff``: "ks_pass" (widest KS-passing range) or "csn" (KS-minimising).
     """
 
     def __init__(self, schedule: LogSpacedSchedule | None = None, histogram: bool = True, tails: bool = True,
-                 k_min: int = 50, n_boot: int = 200, seed: int = 0):
+                 k_min: int = 50, n_boot: int = 200, seed: int = 0, cutoff: str = "ks_pass"):
         super().__init__(schedule)
         check_bool("Margins.histogram", histogram)
         check_bool("Margins.tails", tails)
         check_positive_int("Margins.k_min", k_min, minimum=2)
         check_positive_int("Margins.n_boot", n_boot, minimum=0)
         check_positive_int("Margins.seed", seed, minimum=0)
+        check_choice("Margins.cutoff", cutoff, ("ks_pass", "csn"))
+        self.cutoff = cutoff
         self.histogram, self.tails = histogram, tails
         self.k_min, self.n_boot, self.seed = k_min, n_boot, seed
         self.fit: dict[str, Any] = {}
@@ -72,7 +76,7 @@ class Margins(ScheduledCallback):
         if not self.tails:
             return
         delta = self._delta(pl_module).cpu().double().numpy()
-        fit = tail_exponents(delta, k_min=self.k_min, n_boot=self.n_boot, seed=self.seed)
+        fit = tail_exponents(delta, k_min=self.k_min, n_boot=self.n_boot, seed=self.seed, cutoff=self.cutoff)
         self.fit = fit.as_dict()
         keys = ("theta", "theta_err", "gamma", "gamma_err")
         log_metrics(trainer, {f"margins/{k}": getattr(fit, k) for k in keys}, step)
@@ -86,6 +90,8 @@ class Margins(ScheduledCallback):
         out = {f"margins_{k}": self.last.get(f"margins/{k}") for k in ("n_delta", "n_delta_over_p")}
         for k in ("theta", "theta_err", "gamma", "gamma_err", "k_pos", "k_neg"):
             out[k] = self.fit.get(k)
+        for k in ("floor_pos", "floor_neg", "pos_below_tol", "cutoff"):
+            out[f"tail_{k}"] = self.fit.get(k)
         if out["margins_n_delta"] is not None and out["margins_n_delta"] == out["margins_n_delta"]:
             out["margins_n_delta"] = int(out["margins_n_delta"])
         return out
