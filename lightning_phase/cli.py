@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
                   "find the jamming width h* per group by bisection"),
     "results": ("lightning_phase.analysis.results:main_results",
                 "every trial of a study sorted by its grid keys (--format table|csv|json)"),
+    "crossover": ("lightning_phase.sweep.crossover:main_crossover",
+                  "find the lazy/feature crossover α̃*(h) per width by bisection in log α̃"),
     "report": ("lightning_phase.analysis.report:main_report",
                "report.md, fits.json and figures (PNG, SVG) of studies or run folders"),
     "load-diagram": ("lightning_phase.analysis.load_diagram:main_load_diagram",

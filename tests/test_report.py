@@ -106,3 +106,22 @@ def test_report_of_a_study_without_kernel_measurements_still_draws_the_map(tmp_p
     fits = build_report(df, tmp_path / "rep", n_boot=100)
     assert "phase_diagram" in fits["figures"] and "crossover" not in fits and "fluctuations" not in fits
     assert np.isfinite(fits["test_error"]["4"]["1"])
+
+
+def test_threshold_study_report_fits_n_star_linear_in_p(tmp_path):
+    import pandas as pd
+
+    from lightning_phase.analysis.science import threshold_fits
+
+    results = [{"group": {"data.n_train": p}, "h_star": h, "n_star": 3 * p + 1, "bracket": [h - 1, h],
+                "finished": True} for p, h in ((20, 5), (80, 9), (160, 13), (320, 18))]
+    fits = threshold_fits(results, n_boot=300)
+    assert fits["n_star_exponent"]["exponent"] == pytest.approx(1.0, abs=0.02)
+    assert fits["n_star_exponent"]["published"] == 1.0 and len(fits["groups"]) == 4
+    df = pd.DataFrame({"width": [4, 8], "alpha_tilde": [1.0, 1.0], "n_delta": [3, 0], "n_train": [20, 20],
+                       "n_params": [60, 150], "depth": [2, 2], "test_error": [0.3, 0.2]})
+    df.attrs["threshold"] = results
+    out = build_report(df, tmp_path / "rep", n_boot=100)
+    assert "threshold" in out["figures"] and (tmp_path / "rep" / "threshold.svg").is_file()
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "| N* vs P | all | +0.99 [+0.99, +1.00] over 20–320" in md and "## Jamming threshold" in md
