@@ -278,3 +278,21 @@ def test_theta_fitted_on_round_off_sized_delta_is_flagged():
     assert fit.pos_below_tol and fit.cut_pos < 1e-3
     with pytest.raises(ValueError, match="cutoff"):
         tail_exponents(pos, cutoff="median")
+
+
+# ---- members: one decision per member, equal to each member's single run ---------------------------
+def test_each_member_decides_as_its_single_run():
+    from _flow_helpers import ToyData, fc, trainer
+
+    def run(net, members, steps):
+        module = PhaseModule(net, alpha_tilde=1.0, optimizer=lambda p: torch.optim.SGD(p, lr=0.5),
+                             members=members).double()
+        rules = StopRules(unsat_min_steps=20)
+        trainer(rules, max_steps=steps).fit(module, datamodule=ToyData(n_train=32))
+        return rules.summary()
+
+    for steps in (30, 400):  # at 30 steps some members are SAT, others UNDECIDED; at 400 all SAT
+        many = run(fc(12, seed=4), 3, steps)
+        singles = [run(fc(12, seed=4 + k), 1, steps)["fit_state"] for k in range(3)]
+        assert many["member_fit_state"] == singles and many["fit_state"] == singles[0]
+        assert len(set(singles)) == (2 if steps == 30 else 1)

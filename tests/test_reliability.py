@@ -73,12 +73,12 @@ def test_sigterm_ends_fit_non_zero_with_interrupted(tmp_path):
 
     Path("tiny.yaml").write_text(yaml.safe_dump(TINY))
     proc = multiprocessing.get_context("fork").Process(
-        target=_fit_child, args=(["--config", "tiny.yaml", "--trainer.max_steps=1000000", "--stop.when_fitted=false"],))
+        target=_fit_child, args=(["--config", "tiny.yaml", "--trainer.max_steps=1000000", "--stop.when_fitted=false",
+                                  "--checkpoint.every_n_steps=50"],))
     proc.start()
-    t0 = time.time()
-    while not list(Path("runs").rglob("events.out.tfevents*")) and time.time() - t0 < 60:
+    t0 = time.time()   # a first checkpoint: the training loop (and Lightning's SIGTERM handler) is running
+    while not Path("runs/t/v/checkpoints/last.ckpt").exists() and time.time() - t0 < 120:
         time.sleep(0.1)
-    time.sleep(0.5)
     os.kill(proc.pid, signal.SIGTERM)
     proc.join(60)
     assert proc.exitcode == 143

@@ -36,6 +36,7 @@ class PeriodicCheckpoint(pl.Callback):
         self.on_sigterm = check_bool("checkpoint.on_sigterm", on_sigterm)
         self._t_last = time.monotonic()
         self.path: Path | None = None
+        self._saved_step: int | None = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._t_last = time.monotonic()
@@ -47,6 +48,14 @@ class PeriodicCheckpoint(pl.Callback):
               (self.every_minutes is not None and time.monotonic() - self._t_last >= 60 * self.every_minutes) or \
               (self.on_sigterm and trainer.received_sigterm)
         if due:
+            self.save(trainer)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """SIGTERM that arrived after this step's hook: Lightning stops with SIGTERMException at the end of the
+        step (the weights are consistent); save that step unless it was saved already."""
+        from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+        if self.on_sigterm and isinstance(exception, SIGTERMException) and self._saved_step != trainer.global_step:
             self.save(trainer)
 
     def save(self, trainer: pl.Trainer) -> Path | None:
@@ -63,7 +72,7 @@ class PeriodicCheckpoint(pl.Callback):
             os.replace(tmp, path)
             fsync_dir(path.parent)
         self._t_last = time.monotonic()
-        self.path = path
+        self.path, self._saved_step = path, trainer.global_step
         return path
 
     def summary(self) -> dict[str, Any]:
