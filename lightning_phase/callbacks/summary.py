@@ -92,6 +92,7 @@ class RunSummary(pl.Callback):
             "labels": getattr(dm, "labels", None),
             "out_dim": getattr(net, "out_dim", None),
             "n_train": getattr(dm, "n_train", None),
+            "run_dir": str(log_dir),
             "steps": trainer.global_step,
             "flow_time": getattr(pl_module, "flow_time", None),
             "precision": str(trainer.precision),
@@ -116,7 +117,10 @@ class RunSummary(pl.Callback):
             if cb is not self and callable(getattr(cb, "summary", None)):
                 rec.update(cb.summary())
         if getattr(pl_module, "members", 1) > 1:
-            _member_records(rec, pl_module, evals, len(getattr(dm, "y_train", [])))
+            per_member = [cb.member_summaries() for cb in trainer.callbacks
+                          if cb is not self and callable(getattr(cb, "member_summaries", None))]
+            _member_records(rec, pl_module, evals, len(getattr(dm, "y_train", [])),
+                            [m for m in per_member if m is not None])
         rec.update(extra or {})
         if rec.get("stop_reason") == "DIVERGED":
             rec["status"] = "diverged"
@@ -160,8 +164,9 @@ class RunSummary(pl.Callback):
 
 
 def _member_records(rec: dict[str, Any], pl_module: pl.LightningModule, evals: dict[str, dict[str, list]],
-                    n_train: int) -> None:
-    """rec["members"]: one single-run record per member; the top-level fields of those names = member 0's."""
+                    n_train: int, callbacks: list[list[dict[str, Any]]] = ()) -> None:
+    """rec["members"]: one single-run record per member (with the measurement callbacks' per-member fields,
+    ``callbacks[i][k]``); the top-level fields of those names = member 0's."""
     k_all = pl_module.members
     stops = rec.pop("member_stop", None) or [{"stop_reason": rec.get("stop_reason"), "steps": rec.get("steps")}] * k_all
     seeds = getattr(pl_module.net, "seeds", None) or [(None, None)] * k_all
@@ -175,6 +180,8 @@ def _member_records(rec: dict[str, Any], pl_module: pl.LightningModule, evals: d
                 m["n_delta"] = ev["n_delta"][k]
                 nd = ev["n_delta"][k]
                 m["n_delta_over_p"] = None if nd is None else nd / max(n_train, 1)
+        for fields in callbacks:
+            m.update(fields[k])
         members.append(m)
     rec["members"], rec["n_members"] = members, k_all
     rec.update({key: v for key, v in members[0].items() if key not in ("member", "seed", "seed_source")})
