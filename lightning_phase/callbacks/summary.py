@@ -93,6 +93,7 @@ class RunSummary(pl.Callback):
             "labels": getattr(dm, "labels", None),
             "out_dim": getattr(net, "out_dim", None),
             "n_train": getattr(dm, "n_train", None),
+            "run_dir": str(log_dir),
             "steps": trainer.global_step,
             "flow_time": getattr(pl_module, "flow_time", None),
             "precision": str(trainer.precision),
