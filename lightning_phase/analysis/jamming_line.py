@@ -84,7 +84,7 @@ def jamming_line(results: list[dict[str, Any]], p_key: str = "data.n_train",
             "slope_bracket": None, "r_star_bracket": None,
         }
         if all(x[2] for x in pts):
-            n_lo = np.array([float(x[2]) for x in pts])
+            n_lo = np.array([float(x[2] or 0.0) for x in pts])  # all set (checked above)
             rec["slope_bracket"] = [fit_through_origin(p, n_lo, level)[0], a]
             rec["r_star_bracket"] = [float(np.min(ratios)), float(np.max(p / n_lo))]
         out.append(rec)

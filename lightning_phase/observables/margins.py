@@ -52,6 +52,7 @@ def _fit_side(v: np.ndarray, k_min: int, k: int | None, n_grid: int = 40,
         take = d < best_d if cutoff == "csn" else np.sqrt(kk) * d < _KS_10PCT
         if chosen is None or take:
             chosen, best_d = (a1 - 1.0, int(kk), float(v[kk])), min(best_d, d)
+    assert chosen is not None  # the first candidate k is always taken
     return chosen
 
 
@@ -105,7 +106,7 @@ def tail_exponents(delta: Tensor | np.ndarray, k: int | None = None, k_min: int 
     d = delta.detach().cpu().double().numpy() if isinstance(delta, Tensor) else np.asarray(delta, float)
     d = d.reshape(-1)
     rng = np.random.default_rng(seed)
-    out = {}
+    out: dict[str, tuple[float | None, float | None, int, float | None, int]] = {}  # (exponent, err, k, u, n)
     for side, v, sign in (("pos", d[d > 0], 1.0), ("neg", -d[d < 0], -1.0)):
         if len(v) <= max(k_min, 2) or (k is not None and len(v) <= 2):
             out[side] = (None, None, 0, None, len(v))

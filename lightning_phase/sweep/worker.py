@@ -109,16 +109,24 @@ def claim(h: StudyHandle) -> int | None:
     return None
 
 
+def _grid_size(h: StudyHandle) -> int:
+    """n, the number of grid points (the grid rules below apply to grid studies only)."""
+    if h.n_grid is None:
+        raise ValueError(f"study {h.spec.name}: not a grid study (no grid points)")
+    return h.n_grid
+
+
 def _stolen(h: StudyHandle, ts: list[FrozenTrial]) -> list[int]:
     """Grid points k < n whose trial number k was taken by a retry, sorted."""
-    return sorted(t.number for t in ts if t.number < h.n_grid and "failed_trial" in t.system_attrs)
+    n = _grid_size(h)
+    return sorted(t.number for t in ts if t.number < n and "failed_trial" in t.system_attrs)
 
 
 def _points_without_trial(h: StudyHandle) -> bool:
-    ts = h.trials()
-    if len(ts) < h.n_grid:
+    ts, n = h.trials(), _grid_size(h)
+    if len(ts) < n:
         return True
-    extra = sum(t.number >= h.n_grid and "failed_trial" not in t.system_attrs for t in ts)
+    extra = sum(t.number >= n and "failed_trial" not in t.system_attrs for t in ts)
     return extra < len(_stolen(h, ts))
 
 
@@ -127,7 +135,7 @@ def grid_id_of(h: StudyHandle, t: FrozenTrial) -> int | None:
     then :func:`extra_grid_id`), so a trial killed before it stored its point still has one."""
     if "grid_id" in t.system_attrs:
         return t.system_attrs["grid_id"]
-    return t.number if t.number < h.n_grid else extra_grid_id(h, t.number)
+    return t.number if t.number < _grid_size(h) else extra_grid_id(h, t.number)
 
 
 def extra_grid_id(h: StudyHandle, number: int) -> int | None:
@@ -135,7 +143,7 @@ def extra_grid_id(h: StudyHandle, number: int) -> int | None:
     non-retry trials numbered in [n, number); None (surplus) when there is no such point."""
     ts = h.trials()
     stolen = _stolen(h, ts)
-    j = sum(h.n_grid <= t.number < number and "failed_trial" not in t.system_attrs for t in ts)
+    j = sum(_grid_size(h) <= t.number < number and "failed_trial" not in t.system_attrs for t in ts)
     return stolen[j] if j < len(stolen) else None
 
 
@@ -236,6 +244,7 @@ def suggest(h: StudyHandle, trial: optuna.Trial, key: str, values: list[Any]) ->
         return trial.suggest_categorical(key, dist.choices)
     if isinstance(dist, IntDistribution):
         return trial.suggest_int(key, dist.low, dist.high, log=dist.log)
+    assert isinstance(dist, FloatDistribution)  # categorical and int handled above
     return trial.suggest_float(key, dist.low, dist.high, log=dist.log)
 
 
@@ -337,7 +346,7 @@ def run_one(h: StudyHandle, opts: WorkerOptions, runner: Runner, trial_id: int, 
 def _record(h: StudyHandle, trial_id: int, outcome: Outcome, reason: str, value: float | None = None) -> None:
     st = h.storage
     if outcome is Outcome.OK:
-        st.set_trial_state_values(trial_id, TrialState.COMPLETE, [value])
+        st.set_trial_state_values(trial_id, TrialState.COMPLETE, None if value is None else [value])
         return
     st.set_trial_user_attr(trial_id, "fail_reason", outcome.value)
     st.set_trial_user_attr(trial_id, "error", reason)
