@@ -35,6 +35,7 @@ from torch.nn.utils import parameters_to_vector, vector_to_parameters
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lightning_phase import PhaseModule  # noqa: E402
+from lightning_phase.data import TensorLoader  # noqa: E402
 from lightning_phase.losses import soft_hinge  # noqa: E402
 from lightning_phase.nets import FullyConnected  # noqa: E402
 from lightning_phase.optim import GradientFlow  # noqa: E402
@@ -50,24 +51,13 @@ class LogEveryStep(PhaseModule):
         return True
 
 
-class OneBatch:
-    def __init__(self, x, y):
-        self.batch = (x, y)
-
-    def __iter__(self):
-        yield self.batch
-
-    def __len__(self):
-        return 1
-
-
 class Data(pl.LightningDataModule):
     def __init__(self, x, y):
         super().__init__()
         self.x_train, self.y_train = x, y
 
     def train_dataloader(self):
-        return OneBatch(self.x_train, self.y_train)
+        return TensorLoader(self.x_train, self.y_train)
 
 
 class Clock(pl.Callback):

@@ -19,6 +19,7 @@ import torch
 
 from lightning_phase import PhaseModule
 from lightning_phase.callbacks import StopRules
+from lightning_phase.data import TensorLoader
 from lightning_phase.nets import FullyConnected
 
 D, P = 10, 200
@@ -32,20 +33,7 @@ class Data(pl.LightningDataModule):
         self.y_train = torch.where(torch.rand(P, generator=g) < 0.5, -1.0, 1.0).double()
 
     def train_dataloader(self):
-        return OneBatch(self.x_train, self.y_train)
-
-
-class OneBatch:
-    """The full batch, the same tensor objects, once per epoch."""
-
-    def __init__(self, *batch):
-        self.batch = batch
-
-    def __iter__(self):
-        yield self.batch
-
-    def __len__(self):
-        return 1
+        return TensorLoader(self.x_train, self.y_train)
 
 
 def _sgd(params):

@@ -368,18 +368,22 @@ class PhaseModule(pl.LightningModule):
         self._frozen = {}
         self._pending_freeze = [k for k, a in enumerate(active) if not a]  # frozen once the weights are loaded
 
-    # Callbacks of this package that read the net as one network (one output per sample) and so refuse members.
-    _SINGLE_NET_CALLBACKS = ("NTKChange", "Margins", "WeightsChange", "TimeScale", "HessianSpectrum", "LoadCurve",
-                             "DiffeoStability")
+    # Callbacks of this package that read the net as one network (one output per sample) and so refuse members
+    # (a ScheduledCallback with ``measure_members`` measures each member), or that measure on scheduled steps.
+    _SINGLE_NET_CALLBACKS = ("TimeScale", "HessianSpectrum", "LoadCurve", "DiffeoStability")
+    _SCHEDULED_CALLBACKS = ("NTKChange", "Margins", "WeightsChange") + _SINGLE_NET_CALLBACKS
 
     def on_fit_start(self) -> None:
-        for field, value, why in (("model.members", self.members, "it measures one net; not per member yet"),
-                                  ("model.steps_per_call", self.steps_per_call, "it measures on scheduled steps")):
+        for field, value, names, why in (
+                ("model.members", self.members, self._SINGLE_NET_CALLBACKS,
+                 "it measures one net; NTKChange, Margins and WeightsChange measure per member"),
+                ("model.steps_per_call", self.steps_per_call, self._SCHEDULED_CALLBACKS,
+                 "it measures on scheduled steps")):
             if value == 1:
                 continue
             for cb in trainer_callbacks(self.trainer):
                 name = type(cb).__name__
-                if type(cb).__module__.startswith("lightning_phase.callbacks") and name in self._SINGLE_NET_CALLBACKS:
+                if type(cb).__module__.startswith("lightning_phase.callbacks") and name in names:
                     raise ConfigError(field, value, f"1 with the {name} callback ({why})")
 
     def on_train_start(self) -> None:

@@ -11,26 +11,37 @@ stop rules see every n-th step only (the measurement callbacks are refused; see 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol, cast
 
+import pytorch_lightning as pl
 from torch import Tensor
 
 from lightning_phase.contracts import StepOutput, trainer_callbacks
 
-if TYPE_CHECKING:
-    from lightning_phase.module import PhaseModule
+
+class SteppingModule(Protocol):
+    """What ``run_steps`` uses of PhaseModule beyond a LightningModule (typed here: module.py imports this
+    room, not the reverse)."""
+
+    steps_per_call: int
+
+    def step_outputs(self, batch: tuple[Tensor, Tensor], log: bool = True) -> StepOutput: ...
+
+    def after_optimizer_step(self, optimizer: Any) -> None: ...
 
 
-def run_steps(module: PhaseModule, batch: tuple[Tensor, Tensor]) -> StepOutput:
+def run_steps(module: pl.LightningModule, batch: tuple[Tensor, Tensor]) -> StepOutput:
     """Up to ``module.steps_per_call`` optimiser steps on ``batch``; returns the last step's outputs (with
     ``stop_checked`` so that the stop rules do not check the last step twice)."""
     from lightning_phase.callbacks.stopping import StopRules  # callbacks import the package's parts, not module
 
+    stepping = cast(SteppingModule, module)  # a PhaseModule
     trainer = module.trainer
     opt = module.optimizers()
-    assert not isinstance(opt, list)  # one optimiser (configure_optimizers returns one)
+    if isinstance(opt, list):
+        raise ValueError(f"model.steps_per_call: {len(opt)} optimisers; expected one")
     stops = [cb for cb in trainer_callbacks(trainer) if isinstance(cb, StopRules)]
-    n = module.steps_per_call
+    n = stepping.steps_per_call
     if trainer.max_steps is not None and trainer.max_steps > 0:
         n = min(n, trainer.max_steps - trainer.global_step)
     steps: list[StepOutput] = []  # the last step's outputs
@@ -39,13 +50,13 @@ def run_steps(module: PhaseModule, batch: tuple[Tensor, Tensor]) -> StepOutput:
 
         def closure(last: bool = last) -> Tensor:
             opt.zero_grad()
-            step = module.step_outputs(batch, log=last)
+            step = stepping.step_outputs(batch, log=last)
             module.manual_backward(step["loss"])
             steps[:] = [step]
             return step["loss"]
 
         opt.step(closure=closure)
-        module.after_optimizer_step(opt)
+        stepping.after_optimizer_step(opt)
         for stop in stops:
             stop.check(trainer, module, steps[0])
         if trainer.should_stop:

@@ -7,22 +7,10 @@ import math
 import pytorch_lightning as pl
 import torch
 
+from lightning_phase.data import TensorLoader
 from lightning_phase.nets import FullyConnected
 
 D = 8  # input dimension of the toy data
-
-
-class OneBatch:
-    """A loader that yields the same full batch (the same tensor objects) once per epoch."""
-
-    def __init__(self, *batch):
-        self.batch = batch
-
-    def __iter__(self):
-        yield self.batch
-
-    def __len__(self):
-        return 1
 
 
 class ToyData(pl.LightningDataModule):
@@ -37,7 +25,7 @@ class ToyData(pl.LightningDataModule):
         self.y_train, self.y_test = y[:n_train], y[n_train:]
 
     def train_dataloader(self):
-        return OneBatch(self.x_train, self.y_train)
+        return TensorLoader(self.x_train, self.y_train)  # full batch: the same tensors every epoch
 
 
 class StopAt(pl.Callback):

@@ -14,8 +14,8 @@ import optuna
 import yaml
 from optuna.trial import TrialState
 
+from lightning_phase.storage import open_storage
 from lightning_phase.sweep import commands
-from lightning_phase.sweep.storage import open_storage
 
 TOY = "toy_runner:run_toy"
 TOY_BASE = {"model": {"net": {"class_path": "lightning_phase.nets.FullyConnected",

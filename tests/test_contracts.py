@@ -54,7 +54,8 @@ def test_phase_module_and_data_module_satisfy_their_protocols():
     assert phase_module(m, "test") is m
     dm = PhaseDataModule(dataset="random", n_train=8, n_test=4, dim=3)
     assert all(hasattr(dm, n) for n in protocol_names(PhaseDataLike))
-    assert {"net", "flow_time", "member_active", "n_params", "evaluate", "shape"} <= set(protocol_names(PhaseModuleLike))
+    names = set(protocol_names(PhaseModuleLike))
+    assert {"net", "flow_time", "member_active", "n_params", "evaluate", "shape"} <= names
 
 
 def test_a_foreign_module_is_refused_naming_what_it_lacks():

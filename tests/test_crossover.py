@@ -11,8 +11,8 @@ from crossover_runner import star
 from sweep_helpers import TOY_BASE
 
 from lightning_phase.cli import main as cli_main
+from lightning_phase.storage import open_storage
 from lightning_phase.sweep.crossover import CrossoverSpec, next_alpha
-from lightning_phase.sweep.storage import open_storage
 
 RUNNER = "crossover_runner:run_kernel"
 

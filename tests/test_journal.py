@@ -15,8 +15,8 @@ import pytest
 from sweep_helpers import TOY, check_exactly_once, trials, write_spec
 
 from lightning_phase.cli import main as cli_main
+from lightning_phase.storage import FencedJournalFileBackend, JournalDamaged, open_storage
 from lightning_phase.sweep import commands
-from lightning_phase.sweep.storage import FencedJournalFileBackend, JournalDamaged, open_storage
 
 
 def _sweep(spec: Path, st: str, study: str) -> int:

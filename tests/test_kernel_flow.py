@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _flow_helpers import OneBatch, StopAt, ToyData, fc, trainer
+from _flow_helpers import StopAt, ToyData, fc, trainer
 from scipy.integrate import solve_ivp
 
 from lightning_phase import ConfigError, PhaseModule
+from lightning_phase.data import TensorLoader
 from lightning_phase.kernel_flow import KernelFlow
 from lightning_phase.optim import GradientFlow
 
@@ -73,7 +74,7 @@ def test_kernel_flow_needs_a_datamodule_with_x_train():
         x_train = None
 
         def train_dataloader(self):
-            return OneBatch(self.x_test, self.y_test)
+            return TensorLoader(self.x_test, self.y_test)
 
     data = NoX()
     data.x_train = None

@@ -165,5 +165,5 @@ def test_cli_members_list_equals_single_runs_with_seed_plus_k():
 
 def test_cli_members_refuse_single_net_callbacks():
     assert main(["fit", "--config", QUICK, "--model.members=2", "--trainer.enable_progress_bar=false",
-                 "--trainer.callbacks+=lightning_phase.callbacks.WeightsChange"]) == 2
+                 "--trainer.callbacks+=lightning_phase.callbacks.HessianSpectrum"]) == 2
     assert not list(Path().glob("runs/*/*/summary.json"))

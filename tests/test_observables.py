@@ -273,3 +273,18 @@ def test_kernel_change_falls_as_inverse_alpha_tilde_in_lazy_regime():
     slope = np.polyfit(np.log10(alphas), np.log10(change), 1)[0]
     assert abs(slope + 1) < 0.25, (slope, change)
     assert _train_to_fit(1.0, x, y, xk) > 1  # feature side: the kernel has moved by more than itself
+
+
+def test_bootstrap_draws_the_resamples_of_rng_choice():
+    """observables._stats.bootstrap: the statistic on rng.integers(0, n, n) resamples, the same draws as
+    rng.choice(v, n) (so tail_exponents' errors did not change when it moved to the shared helper)."""
+    from lightning_phase.observables._stats import bootstrap
+
+    v = np.random.default_rng(5).standard_normal(17)
+    got = bootstrap(lambda idx: v[idx].mean(), len(v), 40, np.random.default_rng(9))
+    rng = np.random.default_rng(9)
+    want = np.array([rng.choice(v, len(v)).mean() for _ in range(40)])
+    assert got.shape == (40,)
+    np.testing.assert_array_equal(got, want)
+    pair = bootstrap(lambda idx: (v[idx].min(), v[idx].max()), len(v), 5, np.random.default_rng(0))
+    assert pair.shape == (5, 2) and np.all(pair[:, 0] <= pair[:, 1])

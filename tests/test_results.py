@@ -13,9 +13,9 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from sweep_helpers import TOY, write_spec
 
 from lightning_phase.cli import main as cli_main
+from lightning_phase.storage import open_storage
 from lightning_phase.summary import trial_attrs
 from lightning_phase.sweep import commands
-from lightning_phase.sweep.storage import open_storage
 from lightning_phase.sweep.worker import grid_distribution
 
 

@@ -162,7 +162,7 @@ def test_threshold_search_on_toy_runs_is_resumable_and_n_star_grows_with_p(tmp_p
 
 
 def _threshold_attr(storage, study):
-    from lightning_phase.sweep.storage import open_storage
+    from lightning_phase.storage import open_storage
 
     st = open_storage(storage)
     return st.get_study_user_attrs(st.get_study_id_from_name(study))["lp_threshold"]

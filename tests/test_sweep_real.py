@@ -41,7 +41,7 @@ def test_threshold_on_random_data_bisects_and_n_star_grows_with_p(tmp_path, caps
         by_p[t.params["data.n_train"]].add(t.params["model.net.init_args.width"])
     for widths in by_p.values():
         assert len(widths) <= math.log2(16 / 1) + 3
-    from lightning_phase.sweep.storage import open_storage
+    from lightning_phase.storage import open_storage
 
     storage = open_storage(st)
     res = storage.get_study_user_attrs(storage.get_study_id_from_name("jam"))["lp_threshold"]

@@ -53,6 +53,15 @@ def _log(ax, x: bool = True, y: bool = True) -> None:
             axis.set_minor_locator(NullLocator())
 
 
+def _label(ax, xlabel: str, ylabel: str, title: str, logy: bool = True) -> None:
+    """Log x (and y unless ``logy=False``) axes, the axis labels, the title and a small legend."""
+    _log(ax, y=logy)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+
+
 def save(fig: Figure, out_dir: Path, name: str) -> list[Path]:
     """``out_dir/name.png`` (150 dpi) and ``out_dir/name.svg``; closes the figure."""
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.svg"]
@@ -157,11 +166,7 @@ def test_error_vs_width(cells: pd.DataFrame, alphas: Sequence[float], ensemble: 
             if len(e):
                 ax.plot(e["width"], e["ensemble_error"], "s--", color=color, ms=4,
                         label=f"α̃ = {a:.3g}, ensemble of {int(e['n_seeds'].max())} seeds")
-    _log(ax, y=False)
-    ax.set_xlabel("width h (log scale)")
-    ax.set_ylabel("test error (fraction, linear scale)")
-    ax.set_title("Test error vs width")
-    ax.legend(fontsize=8)
+    _label(ax, "width h (log scale)", "test error (fraction, linear scale)", "Test error vs width", logy=False)
     return fig
 
 
@@ -172,11 +177,7 @@ def power_law_points(x: np.ndarray, y: np.ndarray, fit: PowerLawFit | None, xlab
     ax.errorbar(x, y, yerr=yerr, fmt="o", ms=5, capsize=3, color="tab:blue", label="measured")
     if fit is not None:
         _fit_line(ax, fit, "tab:red", "fit")
-    _log(ax)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(fontsize=8)
+    _label(ax, xlabel, ylabel, title)
     return fig
 
 
@@ -189,11 +190,8 @@ def n_delta_vs_load(df: pd.DataFrame) -> Figure:
     for depth, g in d.groupby(d["depth"] if "depth" in d.columns else pd.Series(0, index=d.index)):
         m = g.groupby("load")["frac"].mean()
         ax.plot(m.index, m.to_numpy(), "o-", ms=4, label=f"depth L = {depth}")
-    _log(ax, y=False)
-    ax.set_xlabel("P/N, samples per parameter (log scale)")
-    ax.set_ylabel("N_Δ/P, fraction of unfitted points (linear scale)")
-    ax.set_title("Jamming: unfitted fraction vs load")
-    ax.legend(fontsize=8)
+    _label(ax, "P/N, samples per parameter (log scale)", "N_Δ/P, fraction of unfitted points (linear scale)",
+           "Jamming: unfitted fraction vs load", logy=False)
     return fig
 
 

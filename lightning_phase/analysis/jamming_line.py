@@ -108,3 +108,28 @@ def format_line(fits: list[dict[str, Any]]) -> str:
             line += f"  a from the bracket ends: {f['slope_bracket'][0]:.3f}–{f['slope_bracket'][1]:.3f}"
         lines.append(line)
     return "\n".join(lines)
+
+
+def format_results(results: list[dict[str, Any]]) -> str:
+    """One line per group of a threshold search's results (``sweep.threshold``, stored in the study): h*, N*,
+    P/N*, the bracket and the widths tried (+ SAT, - UNSAT, ? UNDECIDED)."""
+    lines = []
+    for r in results:
+        g = " ".join(f"{k.split('.')[-1]}={v}" for k, v in r["group"].items()) or "(all)"
+        if r["h_star"] is None:
+            ans = "unfinished" if not r["finished"] else f"h* > {r['bracket'][0]} (nothing fits; raise width_max)"
+        else:
+            ans = f"h*={r['h_star']}" + (" (≤; lower width_min)" if r["open_below"] else "")
+            p = r["group"].get("data.n_train")
+            n_lo = r.get("n_lo")
+            ans += f"  N*={r['n_star']}" + (f" (N ∈ ({n_lo}, {r['n_star']}])" if n_lo else "")
+            if p and r["n_star"]:
+                ans += f"  P/N*={p / r['n_star']:.2f}" + (f" [{p / r['n_star']:.2f}, {p / n_lo:.2f})" if n_lo else "")
+        mark = {"SAT": "+", "UNSAT": "-", "UNDECIDED": "?"}
+        verdicts = r.get("verdicts") or {}
+        tried = ",".join(f"{w}{mark.get((verdicts.get(str(w)) or {}).get('verdict') or '', '-')}" for w in r["widths"])
+        lo = f"{r['bracket'][0]}?" if r.get("bracket_undecided") else str(r["bracket"][0])
+        note = "  (? = UNDECIDED at the budget cap: h* may be lower)" if r.get("bracket_undecided") else ""
+        lines.append(f"{g}: {ans}  bracket=({lo}, {r['bracket'][1]})  widths tried={tried}  "
+                     f"runs={len(r['trials'])}{note}")
+    return "\n".join(lines)

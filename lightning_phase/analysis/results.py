@@ -78,7 +78,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lightning_phase.sweep.storage import DEFAULT_STORAGE
+    from lightning_phase.storage import DEFAULT_STORAGE
 
     p = _Parser(prog="lightning-phase results", description="every trial of a study, sorted by the grid keys")
     p.add_argument("study")
@@ -110,7 +110,7 @@ def main_results(argv: list[str]) -> int:
     keys = df.attrs.get("grid_keys", [])
     text = {"table": lambda: to_table(df, keys), "csv": lambda: to_csv(df), "json": lambda: to_json(df)}[args.format]()
     if args.format == "table" and df.attrs.get("threshold"):
-        from lightning_phase.sweep.threshold import format_results
+        from lightning_phase.analysis.jamming_line import format_results
 
         text += "\n\n" + format_results(df.attrs["threshold"])
     if args.out:

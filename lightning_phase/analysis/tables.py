@@ -43,7 +43,7 @@ def open_existing_storage(url: str | os.PathLike | None):
     import optuna
     from optuna.storages import JournalStorage, RDBStorage
 
-    from lightning_phase.sweep.storage import DEFAULT_STORAGE, FencedJournalFileBackend, describe
+    from lightning_phase.storage import DEFAULT_STORAGE, FencedJournalFileBackend, describe
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     url = str(url) if url is not None else DEFAULT_STORAGE

@@ -11,10 +11,13 @@ from lightning_phase.callbacks.schedule import (
     ScheduledCallback,
     full_set,
     log_metrics,
+    member_metrics,
+    n_members,
     tensorboard,
 )
 from lightning_phase.errors import check_bool, check_choice, check_positive_int
 from lightning_phase.observables import margins, n_delta, tail_exponents
+from lightning_phase.observables.members import delta_stats
 
 
 class Margins(ScheduledCallback):
@@ -29,6 +32,11 @@ class Margins(ScheduledCallback):
     gamma_err, k_pos, k_neg (the values the tail fits used), and the fit's flags tail_floor_pos,
     tail_floor_neg (cutoff at its floor k_min), tail_pos_below_tol (θ fitted on Δ ≤ 1e-3: SAT leftovers, not a
     jamming tail), tail_cutoff. ``cutoff``: "ks_pass" (widest KS-passing range) or "csn" (KS-minimising).
+
+    Members (``model.members`` K): Δ (K, P) from one batched forward; ``margins/*`` are the member means,
+    ``member_<k>/margins/*`` each member's (K ≤ 16), the histogram pools the members' Δ. At the end the
+    tail fit runs once per member (a loop over K: an end-of-run observable), the figure shows member 0's;
+    summary.json's ``members[k]`` has member k's fields, the top level member 0's.
     """
 
     def __init__(self, schedule: LogSpacedSchedule | None = None, histogram: bool = True, tails: bool = True,
@@ -44,6 +52,7 @@ class Margins(ScheduledCallback):
         self.histogram, self.tails = histogram, tails
         self.k_min, self.n_boot, self.seed = k_min, n_boot, seed
         self.fit: dict[str, Any] = {}
+        self.member_fits: list[dict[str, Any]] = []
         self._xy: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, y) training set, from on_train_start
 
     @property
@@ -59,7 +68,14 @@ class Margins(ScheduledCallback):
         assert self._xy is not None  # set by on_train_start, before any measure
         x, y = self._xy
         with torch.no_grad():
-            return margins(pl_module(x), y)  # (P,)
+            return margins(pl_module(x), y)  # (P,), or (K, P) with members
+
+    def measure_members(self, trainer, pl_module, step: int) -> dict[str, torch.Tensor]:
+        delta = self._delta(pl_module)  # (K, P)
+        writer = tensorboard(trainer)
+        if self.histogram and writer is not None and bool(torch.isfinite(delta).all()):
+            writer.add_histogram("margins/delta", delta.detach().cpu(), global_step=step)  # pooled
+        return {f"margins/{k}": v for k, v in delta_stats(delta).items()}
 
     def measure(self, trainer, pl_module, step: int) -> dict[str, float]:
         delta = self._delta(pl_module)
@@ -76,6 +92,9 @@ class Margins(ScheduledCallback):
     def on_fit_end_measure(self, trainer, pl_module, step: int) -> None:
         if not self.tails:
             return
+        if n_members(pl_module) > 1:
+            self._member_tails(trainer, pl_module, step)
+            return
         delta = self._delta(pl_module).cpu().double().numpy()
         fit = tail_exponents(delta, k_min=self.k_min, n_boot=self.n_boot, seed=self.seed, cutoff=self.cutoff)
         self.fit = fit.as_dict()
@@ -87,19 +106,39 @@ class Margins(ScheduledCallback):
 
             writer.add_figure("margins/tails", tails_figure(delta, fit), global_step=step)
 
-    def summary(self) -> dict[str, float | int | None]:
-        out = {f"margins_{k}": self.last.get(f"margins/{k}") for k in ("n_delta", "n_delta_over_p")}
-        for k in ("theta", "theta_err", "gamma", "gamma_err", "k_pos", "k_neg"):
-            out[k] = self.fit.get(k)
-        for k in ("floor_pos", "floor_neg", "pos_below_tol", "cutoff"):
-            out[f"tail_{k}"] = self.fit.get(k)
+    def _member_tails(self, trainer, pl_module, step: int) -> None:
+        """θ, γ of every member (one ``tail_exponents`` per member, same k_min, n_boot, seed)."""
+        deltas = self._delta(pl_module).cpu().double().numpy()  # (K, P)
+        fits = [tail_exponents(d, k_min=self.k_min, n_boot=self.n_boot, seed=self.seed, cutoff=self.cutoff)
+                for d in deltas]
+        self.member_fits = [f.as_dict() for f in fits]
+        self.fit = self.member_fits[0]
+        keys = ("theta", "theta_err", "gamma", "gamma_err")
+        nan = float("nan")
+        values = {f"margins/{k}": torch.tensor([nan if getattr(f, k) is None else getattr(f, k) for f in fits],
+                                               dtype=torch.float64) for k in keys}
+        log_metrics(trainer, member_metrics(values)[0], step)
+        writer = tensorboard(trainer)
+        if writer is not None:
+            from lightning_phase.callbacks._figures import tails_figure  # matplotlib only when drawing
+
+            writer.add_figure("margins/tails", tails_figure(deltas[0], fits[0]), global_step=step)  # member 0
+
+    def summary_of(self, last: dict[str, float], k: int | None = None) -> dict[str, float | int | None]:
+        fit = self.fit if k is None else (self.member_fits[k] if self.member_fits else {})
+        out = {f"margins_{key}": last.get(f"margins/{key}") for key in ("n_delta", "n_delta_over_p")}
+        for key in ("theta", "theta_err", "gamma", "gamma_err", "k_pos", "k_neg"):
+            out[key] = fit.get(key)
+        for key in ("floor_pos", "floor_neg", "pos_below_tol", "cutoff"):
+            out[f"tail_{key}"] = fit.get(key)
         if out["margins_n_delta"] is not None and out["margins_n_delta"] == out["margins_n_delta"]:
             out["margins_n_delta"] = int(out["margins_n_delta"])
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "fit": dict(self.fit)}
+        return {**super().state_dict(), "fit": dict(self.fit), "member_fits": [dict(f) for f in self.member_fits]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.fit = dict(state_dict.get("fit", {}))
+        self.member_fits = [dict(f) for f in state_dict.get("member_fits", [])]

@@ -6,9 +6,16 @@ from typing import Any, cast
 
 import torch
 
-from lightning_phase.callbacks.schedule import LogSpacedSchedule, ScheduledCallback, full_set
+from lightning_phase.callbacks.schedule import (
+    LogSpacedSchedule,
+    ScheduledCallback,
+    full_set,
+    member_metrics,
+    n_members,
+)
 from lightning_phase.errors import ConfigError, check_choice, check_positive_int
 from lightning_phase.observables import kernel_change, kernel_stats, ntk
+from lightning_phase.observables.members import kernel_change_members, kernel_stats_members, ntk_members
 from lightning_phase.observables.ntk import NTK_METHODS, Method
 
 
@@ -19,6 +26,10 @@ class NTKChange(ScheduledCallback):
     resumed run uses the same Θ₀. Rank 0 only. ``method``: see ``observables.ntk``.
 
     Summary: ntk_rel_change, ntk_norm, ntk_top_eig (final), ntk_norm0 (at w₀).
+
+    Members (``model.members`` K): Θ_k of each member against its own Θ₀,k (``ntk_members``: batched
+    matmuls for FullyConnected, else a loop over the members); ``ntk/*`` are the member means,
+    ``member_<k>/ntk/*`` each member's (K ≤ 16), summary.json's ``members[k]`` has its ntk_* fields.
     """
 
     def __init__(self, n_points: int = 100, schedule: LogSpacedSchedule | None = None, method: str = "auto"):
@@ -28,6 +39,7 @@ class NTKChange(ScheduledCallback):
         self.method = cast(Method, method)  # one of them: checked above
         self.theta_0: torch.Tensor | None = None
         self.stats_0: dict[str, float] = {}
+        self.member_stats_0: list[dict[str, float]] = []
         self._x: torch.Tensor | None = None  # the kernel set (P_k, ...), rank 0, from on_train_start
 
     @property
@@ -50,7 +62,11 @@ class NTKChange(ScheduledCallback):
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             self._x = full_set(trainer, pl_module, "x_kernel", self.n_points)  # (P_k, ...)
-            if self.theta_0 is None:  # (not when restored from a checkpoint)
+            if self.theta_0 is None and n_members(pl_module) > 1:  # (not when restored from a checkpoint)
+                self.theta_0 = ntk_members(pl_module.net0, self._x, method=self.method)  # (K, P_k, P_k)
+                _, self.member_stats_0 = member_metrics(kernel_stats_members(self.theta_0))
+                self.stats_0 = self.member_stats_0[0]
+            elif self.theta_0 is None:
                 self.theta_0 = ntk(pl_module.net0, self._x, method=self.method)  # (P_k, P_k)
                 self.stats_0 = kernel_stats(self.theta_0)
         super().on_train_start(trainer, pl_module)
@@ -61,13 +77,22 @@ class NTKChange(ScheduledCallback):
         return {"ntk/rel_change": kernel_change(self.theta_0, theta),
                 **{f"ntk/{k}": v for k, v in kernel_stats(theta).items()}}
 
-    def summary(self) -> dict[str, float | None]:
-        return {"ntk_rel_change": self.last.get("ntk/rel_change"), "ntk_norm": self.last.get("ntk/norm"),
-                "ntk_top_eig": self.last.get("ntk/top_eig"), "ntk_norm0": self.stats_0.get("norm")}
+    def measure_members(self, trainer, pl_module, step: int) -> dict[str, torch.Tensor]:
+        assert self._x is not None and self.theta_0 is not None  # set by on_train_start, before any measure
+        theta = ntk_members(pl_module.net, self._x, method=self.method)  # (K, P_k, P_k)
+        return {"ntk/rel_change": kernel_change_members(self.theta_0, theta),
+                **{f"ntk/{k}": v for k, v in kernel_stats_members(theta).items()}}
+
+    def summary_of(self, last: dict[str, float], k: int | None = None) -> dict[str, float | None]:
+        stats_0 = self.stats_0 if k is None else self.member_stats_0[k]
+        return {"ntk_rel_change": last.get("ntk/rel_change"), "ntk_norm": last.get("ntk/norm"),
+                "ntk_top_eig": last.get("ntk/top_eig"), "ntk_norm0": stats_0.get("norm")}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "theta_0": self.theta_0, "stats_0": dict(self.stats_0)}
+        return {**super().state_dict(), "theta_0": self.theta_0, "stats_0": dict(self.stats_0),
+                "member_stats_0": [dict(m) for m in self.member_stats_0]}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.theta_0, self.stats_0 = state_dict["theta_0"], dict(state_dict["stats_0"])
+        self.member_stats_0 = [dict(m) for m in state_dict.get("member_stats_0", [])]

@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.loggers import TensorBoardLogger
+from torch import Tensor
 
 from lightning_phase.contracts import trainer_datamodule
 from lightning_phase.errors import ConfigError, check_positive_int
@@ -53,17 +55,70 @@ def tensorboard(trainer: pl.Trainer):
     return None
 
 
+MEMBER_TAGS_MAX = 16  # per-member TensorBoard tags member_<k>/... only up to this many members (as train/*)
+
+
+def n_members(pl_module: pl.LightningModule) -> int:
+    """K of a module trained as K members (``model.members``), 1 for one net."""
+    return int(getattr(pl_module, "members", 1))
+
+
+def member_metrics(values: dict[str, Tensor]) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Per-member values {tag: (K,)} → (the logged scalars, one {tag: value} per member).
+
+    Logged: each tag as the mean over the members with a finite value (as ``train/*``), and for
+    K ≤ ``MEMBER_TAGS_MAX`` ``member_<k>/<tag>``. One device→host copy for all tags."""
+    tags = list(values)
+    rows = torch.stack([values[t].detach().to(torch.float64) for t in tags]).cpu().tolist() if tags else []
+    k_all = len(rows[0]) if rows else 0
+    per_member = [{t: row[k] for t, row in zip(tags, rows, strict=True)} for k in range(k_all)]
+    logged: dict[str, float] = {}
+    for t, row in zip(tags, rows, strict=True):
+        finite = [v for v in row if math.isfinite(v)]
+        logged[t] = sum(finite) / len(finite) if finite else math.nan
+        if k_all <= MEMBER_TAGS_MAX:
+            logged.update({f"member_{k}/{t}": v for k, v in enumerate(row)})
+    return logged, per_member
+
+
 class ScheduledCallback(pl.Callback):
     """Base: calls ``measure(trainer, pl_module, step)`` at step 0, at the scheduled steps and at the end of
-    the fit, on global rank 0 only; logs what it returns. Subclasses keep the physics in ``observables``."""
+    the fit, on global rank 0 only; logs what it returns. Subclasses keep the physics in ``observables``.
+
+    Members (``model.members`` K > 1): a subclass that can measure them defines ``measure_members`` →
+    {tag: (K,) tensor}; logged are the member means under the plain tags and ``member_<k>/<tag>`` (K ≤ 16),
+    and ``last_members`` keeps each member's values (``member_summaries`` → summary.json's ``members[k]``).
+    Without ``measure_members`` the callback refuses members (``supports_members`` False)."""
 
     def __init__(self, schedule: LogSpacedSchedule | None = None):
         self.schedule = schedule if schedule is not None else LogSpacedSchedule()
         self.last_step: int | None = None
         self.last: dict[str, float] = {}
+        self.last_members: list[dict[str, float]] = []
 
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> dict[str, float]:
         raise NotImplementedError
+
+    def measure_members(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> dict[str, Tensor]:
+        """{tag: (K,)} for a module with K members; tags as ``measure``'s."""
+        raise NotImplementedError
+
+    @classmethod
+    def supports_members(cls) -> bool:
+        return cls.measure_members is not ScheduledCallback.measure_members
+
+    def summary_of(self, last: dict[str, float], k: int | None = None) -> dict[str, Any]:
+        """The summary fields from one set of measured values (``last``; member k's with members)."""
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        return self.summary_of(self.last)
+
+    def member_summaries(self) -> list[dict[str, Any]] | None:
+        """Member k's summary fields (``summary_of`` its own values), or None for one net."""
+        if not self.last_members:
+            return None
+        return [self.summary_of(m, k) for k, m in enumerate(self.last_members)]
 
     def on_fit_end_measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int) -> None:
         """Hook for end-of-fit extras (tail fits, figures); runs after the last measurement, rank 0 only."""
@@ -72,7 +127,10 @@ class ScheduledCallback(pl.Callback):
         step = trainer.global_step
         if not trainer.is_global_zero or step == self.last_step or not (force or self.schedule(step)):
             return
-        self.last = self.measure(trainer, pl_module, step)
+        if n_members(pl_module) > 1:
+            self.last, self.last_members = member_metrics(self.measure_members(trainer, pl_module, step))
+        else:
+            self.last = self.measure(trainer, pl_module, step)
         self.last_step = step
         log_metrics(trainer, self.last, step)
 
@@ -88,10 +146,11 @@ class ScheduledCallback(pl.Callback):
             self.on_fit_end_measure(trainer, pl_module, trainer.global_step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_step": self.last_step, "last": dict(self.last)}
+        return {"last_step": self.last_step, "last": dict(self.last), "last_members": list(self.last_members)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.last_step, self.last = state_dict["last_step"], dict(state_dict["last"])
+        self.last_members = [dict(m) for m in state_dict.get("last_members", [])]
 
 
 def full_set(trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, n: int | None = None):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,6 +39,14 @@ class SummaryFields(Protocol):
     docs/summary.md)."""
 
     def summary(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class MemberSummaryFields(Protocol):
+    """A callback with per-member summary fields (``model.members`` K > 1): ``member_summaries()[k]`` goes
+    into summary.json's ``members[k]`` (None: nothing to add)."""
+
+    def member_summaries(self) -> list[dict[str, Any]] | None: ...
 
 
 def run_dir(trainer: pl.Trainer) -> str | None:
@@ -132,7 +141,10 @@ class RunSummary(pl.Callback):
             if cb is not self and isinstance(cb, SummaryFields):
                 rec.update(cb.summary())
         if module.members > 1:
-            _member_records(rec, module, evals, 0 if dm is None else len(dm.y_train))
+            per_member = [cb.member_summaries() for cb in trainer_callbacks(trainer)
+                          if cb is not self and isinstance(cb, MemberSummaryFields)]
+            _member_records(rec, module, evals, 0 if dm is None else len(dm.y_train),
+                            [m for m in per_member if m is not None])
         rec.update(extra or {})
         if rec.get("stop_reason") == "DIVERGED":
             rec["status"] = "diverged"
@@ -176,8 +188,9 @@ class RunSummary(pl.Callback):
 
 
 def _member_records(rec: dict[str, Any], pl_module: PhaseModuleLike, evals: dict[str, dict[str, Any]],
-                    n_train: int) -> None:
-    """rec["members"]: one single-run record per member; the top-level fields of those names = member 0's."""
+                    n_train: int, callbacks: Sequence[list[dict[str, Any]]] = ()) -> None:
+    """rec["members"]: one single-run record per member (with the measurement callbacks' per-member fields,
+    ``callbacks[i][k]``); the top-level fields of those names = member 0's."""
     k_all = pl_module.members
     stops = rec.pop("member_stop", None) or [{"stop_reason": rec.get("stop_reason"), "steps": rec.get("steps")}] * k_all
     net = pl_module.net
@@ -193,6 +206,8 @@ def _member_records(rec: dict[str, Any], pl_module: PhaseModuleLike, evals: dict
                 m["n_delta"] = ev["n_delta"][k]
                 nd = ev["n_delta"][k]
                 m["n_delta_over_p"] = None if nd is None else nd / max(n_train, 1)
+        for fields in callbacks:
+            m.update(fields[k])
         members.append(m)
     rec["members"], rec["n_members"] = members, k_all
     rec.update({key: v for key, v in members[0].items() if key not in ("member", "seed", "seed_source")})

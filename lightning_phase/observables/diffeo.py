@@ -29,6 +29,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from lightning_phase.observables._stats import bootstrap
+
 __all__ = [
     "Stability",
     "apply_displacement",
@@ -178,7 +180,7 @@ def stabilities(f_x: Tensor, f_tau: Tensor, f_eta: Tensor, agg: Agg = "mean", n_
 
     D, G, R = one(np.arange(P))
     rng = np.random.default_rng(seed)
-    boots = np.array([one(rng.integers(0, P, P)) for _ in range(n_boot)]) if n_boot > 1 else np.full((1, 3), np.nan)
+    boots = bootstrap(one, P, n_boot, rng) if n_boot > 1 else np.full((1, 3), np.nan)
     with np.errstate(invalid="ignore"):
         err = np.nanstd(boots, axis=0, ddof=1) if np.isfinite(boots).sum(0).min() > 1 else np.full(3, math.nan)
     return Stability(D, G, R, float(err[0]), float(err[1]), float(err[2]), S * P)

@@ -12,6 +12,7 @@ import numpy as np
 from torch import Tensor
 
 from lightning_phase.losses import margins, n_delta
+from lightning_phase.observables._stats import bootstrap
 
 __all__ = ["TailFit", "log_histogram", "margins", "n_delta", "power_law_mle", "tail_exponents"]
 
@@ -112,7 +113,10 @@ def tail_exponents(delta: Tensor | np.ndarray, k: int | None = None, k_min: int 
             out[side] = (None, None, 0, None, len(v))
             continue
         a, kk, u = _fit_side(v, k_min, k, cutoff=cutoff)
-        boots = [_fit_side(rng.choice(v, len(v)), k_min, k, cutoff=cutoff)[0] for _ in range(n_boot)]
+        def exponent(idx: np.ndarray, v: np.ndarray = v) -> float:
+            return _fit_side(v[idx], k_min, k, cutoff=cutoff)[0]
+
+        boots = bootstrap(exponent, len(v), n_boot, rng)
         err = float(np.std(boots, ddof=1)) if n_boot > 1 else None
         out[side] = (sign * a, err, kk, u, len(v))
     (th, the, kp, up, npos), (ga, gae, kn, un, nneg) = out["pos"], out["neg"]

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from lightning_phase.errors import ConfigError
+from lightning_phase.storage import DEFAULT_STORAGE, describe, open_storage
 from lightning_phase.sweep.runner import DEFAULT_RUNNER
-from lightning_phase.sweep.storage import DEFAULT_STORAGE, describe, open_storage
 
 
 class _UsageError(Exception):
@@ -168,8 +168,9 @@ def cmd_run(args) -> int:
         stop.set()
         driver.join(timeout=30)
         results = box.get("r") or []
-        print(threshold.format_results(results))
-        from lightning_phase.analysis.jamming_line import format_line, jamming_line
+        from lightning_phase.analysis.jamming_line import format_line, format_results, jamming_line
+
+        print(format_results(results))
 
         fits = jamming_line(results)
         if fits:

@@ -125,9 +125,9 @@ def run(sweep, spec: CrossoverSpec, args) -> int:
     import optuna
     from optuna.distributions import FloatDistribution, IntDistribution
 
+    from lightning_phase.storage import open_storage
     from lightning_phase.summary import trial_attrs
     from lightning_phase.sweep.runner import DEFAULT_RUNNER, classify, load_runner, preload, start_child, stop_child
-    from lightning_phase.sweep.storage import open_storage
     from lightning_phase.sweep.worker import trial_overrides, write_base
 
     ref = args.runner or DEFAULT_RUNNER

@@ -394,7 +394,7 @@ def raise_keyboard_interrupt(signum, frame):
 def worker_main(storage_url: str | None, spec: SweepSpec, study_name: str, opts: WorkerOptions,
                 runner: Runner, stop=None) -> None:
     """Entry point of a forked worker process: its own storage connection, SIGTERM = Ctrl-C."""
-    from lightning_phase.sweep.storage import open_storage
+    from lightning_phase.storage import open_storage
 
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
     storage = open_storage(storage_url)

@@ -1,4 +1,5 @@
-"""Where a sweep lives: an Optuna storage opened from one URL, failing at once when it cannot be reached.
+"""Where sweeps live (written by `sweep`, read by `analysis`): an Optuna storage opened from one URL, failing at once
+when it cannot be reached. A room of its own so that sweep/ and analysis/ both import it and not each other.
 
 - a file path (default ``runs/sweeps.journal``): Optuna's JournalStorage on a JournalFileBackend. It
   appends one JSON line per operation under a file lock, with fsync, so several worker processes can
