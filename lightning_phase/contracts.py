@@ -90,6 +90,8 @@ class PhaseModuleLike(Protocol):
     flow_time: float  # t = Σ dt (members: max_k t_k)
     member_flow_time: list[float]  # t_k
     member_active: list[bool]  # False once member k stopped
+    member_alpha: list[float]  # α_k (all α unless model.alpha/alpha_tilde is a list)
+    member_alpha_tilde: list[float | None]  # α̃_k
 
     @property
     def n_params(self) -> int: ...  # N of one member

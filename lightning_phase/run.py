@@ -39,6 +39,7 @@ from lightning_phase.contracts import ChecksData, trainer_callbacks
 from lightning_phase.data import PhaseDataModule
 from lightning_phase.errors import ConfigError
 from lightning_phase.module import PhaseModule
+from lightning_phase.run_name import name_run
 
 Config = str | Path | dict[str, Any] | None
 
@@ -116,6 +117,8 @@ class PhaseCLI(LightningCLI):
                                                         else [] if given is None else [given])
         resolved = self.config.clone()
         resolved.pop("config", None)
+        # runs/<name>/a~1_h64_L2_P500_s0 rather than version_N: TensorBoard's run selector shows the coordinates
+        name_run(config.get("logger"), self.model, self.datamodule, resolved.get("seed_everything"))
         callbacks.append(FlowTimeScalars())  # TensorBoard curves against t (no-op without a TensorBoardLogger)
         callbacks.append(RunSummary(config=resolved.as_dict(), seed=resolved.get("seed_everything")))
         return super()._instantiate_trainer(config, callbacks)

@@ -36,8 +36,10 @@ def _chromium(tmp_path: Path, name: str, *args: str) -> subprocess.CompletedProc
 
 
 def test_tensorboard_renders_the_run_and_its_tags_in_chromium(tmp_path):
-    fit(QUICK, ["--trainer.max_steps=30", "--trainer.enable_progress_bar=false", "--data.n_train=100",
-                "--model.net.init_args.width=16"])
+    record = fit(QUICK, ["--trainer.max_steps=30", "--trainer.enable_progress_bar=false", "--data.n_train=100",
+                         "--model.net.init_args.width=16"])
+    run = Path(record["run_dir"]).name
+    assert run == "a~1_h16_L2_P100_s0"  # TensorBoard's run selector shows the coordinates
     port = _free_port()
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", "runs", "--host", "127.0.0.1",
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -45,7 +47,7 @@ def test_tensorboard_renders_the_run_and_its_tags_in_chromium(tmp_path):
         url = f"http://127.0.0.1:{port}"
         for _ in range(120):  # until the server lists the run
             try:
-                if b"version_0" in urllib.request.urlopen(f"{url}/data/runs", timeout=2).read():
+                if run.encode() in urllib.request.urlopen(f"{url}/data/runs", timeout=2).read():
                     break
             except OSError:
                 pass
@@ -58,6 +60,6 @@ def test_tensorboard_renders_the_run_and_its_tags_in_chromium(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
-    assert "quickstart/version_0" in dom  # the run list rendered
+    assert f"quickstart/{run}" in dom  # the run list rendered, named by its coordinates
     assert "final/n_delta" in dom and "final/test_error" in dom  # the cards of the run's tags rendered
     assert shot.exists() and shot.stat().st_size > 20_000  # a page with content, not a blank one

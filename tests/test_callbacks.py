@@ -7,6 +7,7 @@ import math
 import pytest
 import pytorch_lightning as pl
 import torch
+from _runs import run_dir_in
 from pytorch_lightning.loggers import Logger, TensorBoardLogger
 
 from lightning_phase import ConfigError, PhaseModule
@@ -205,7 +206,7 @@ def test_observables_config_runs_through_the_cli_into_summary_json(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     assert main(["fit", "--config", config, "--trainer.max_steps=8", "--model.net.init_args.width=8",
                  "--trainer.enable_progress_bar=false"]) == 0
-    (path,) = Path("runs").glob("observables/version_*/summary.json")
+    path = run_dir_in("runs/observables") / "summary.json"
     summary = json.loads(path.read_text())
     for key in ("ntk_rel_change", "weights_change", "t1", "theta", "gamma", "hessian_min", "hessian_max",
                 "margins_n_delta"):

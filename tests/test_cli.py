@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from _runs import run_dir_in
 from torch import nn
 
 from lightning_phase.cli import main
@@ -34,7 +35,7 @@ class TwoOutputs(TinyNet):
 
 def _fit(*args) -> dict:
     assert main(["fit", "--config", QUICK, "--trainer.enable_progress_bar=false", *args]) == 0
-    runs = sorted(Path("runs").glob("*/version_*/summary.json"))
+    runs = sorted(Path("runs").glob("*/*/summary.json"))
     assert len(runs) == 1
     return json.loads(runs[0].read_text())
 
@@ -51,7 +52,8 @@ def test_quickstart_learns_digits_parity():
         assert key in s
     assert s["config"]["model"]["init_args"]["alpha_tilde"] == 1.0
     assert Path(s["config"]["trainer"]["logger"]["init_args"]["save_dir"]) == Path("runs")
-    assert list(Path("runs/quickstart/version_0").glob("events.out.tfevents.*"))
+    assert list(Path(s["run_dir"]).glob("events.out.tfevents.*"))
+    assert Path(s["run_dir"]) == Path("runs/quickstart/a~1_h64_L2_P500_s0")  # named by its coordinates
 
 
 def test_large_alpha_fits_every_margin_in_float64():
@@ -111,7 +113,8 @@ def test_console_script_prints_where_the_results_are(tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "summary:" in out.stdout and "tensorboard --logdir" in out.stdout
-    assert Path("runs/quickstart/version_0/summary.json").exists()
+    where = next(line.split()[-1] for line in out.stdout.splitlines() if line.startswith("summary:"))
+    assert Path(where).exists() and Path(where).parent == run_dir_in("runs/quickstart")
     bad = subprocess.run([*cmd, "fit", "--config", QUICK, "--data.dataset=nope"], capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
@@ -137,3 +140,26 @@ def test_kernel_set_too_small_for_ntk_change_is_refused_before_the_run(capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "data.n_kernel" in err, err
     assert not Path("runs").exists() or not any(Path("runs").rglob("*"))
+
+
+def test_runs_are_named_by_their_coordinates_and_a_rerun_gets_a_version_suffix():
+    """runs/<name>/a~<α̃>_h<width>_L<depth>_P<n_train>_s<seed>: readable in TensorBoard's run selector;
+    the same coordinates again → _v1 (nothing overwritten); a version set in the config is kept."""
+    from lightning_phase.run import fit
+
+    args = ["--trainer.max_steps=2", "--trainer.enable_progress_bar=false", "--data.n_train=60",
+            "--model.net.init_args.width=8", "--model.alpha_tilde=100", "--seed_everything=3"]
+    first, again = fit(QUICK, args), fit(QUICK, args)
+    assert Path(first["run_dir"]) == Path("runs/quickstart/a~100_h8_L2_P60_s3")
+    assert Path(again["run_dir"]) == Path("runs/quickstart/a~100_h8_L2_P60_s3_v1")
+    assert (Path(first["run_dir"]) / "summary.json").is_file() and (Path(again["run_dir"]) / "summary.json").is_file()
+    kept = fit(QUICK, [*args, "--trainer.logger.init_args.version=mine"])
+    assert Path(kept["run_dir"]) == Path("runs/quickstart/mine")
+
+
+def test_coordinates_name_is_a_safe_folder_name():
+    from lightning_phase.run_name import coordinates_name
+
+    assert coordinates_name(0.001, 64, 2, 500, 0) == "a~0.001_h64_L2_P500_s0"
+    assert coordinates_name(float("inf"), 16, None, 40, 1, members=4) == "a~inf_h16_P40_s1_K4"
+    assert coordinates_name(1e4) == "a~1e+04" and coordinates_name() == "run"

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _runs import run_dir_in
 
 QUICK = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
 
@@ -20,13 +21,13 @@ def _fit(name: str, *args: str) -> dict:
                           f"--trainer.logger.init_args.name={name}", *args],
                          capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(Path(f"runs/{name}/version_0/summary.json").read_text())
+    return json.loads((run_dir_in(f"runs/{name}") / "summary.json").read_text())
 
 
 def _scalars(name: str, tag: str) -> dict[int, float]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(f"runs/{name}/version_0").Reload()
+    events = EventAccumulator(str(run_dir_in(f"runs/{name}"))).Reload()
     return {e.step: e.value for e in events.Scalars(tag)}
 
 

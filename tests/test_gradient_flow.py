@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from _flow_helpers import StopAt, ToyData, fc, trainer
+from _runs import run_dir_in
 from scipy.integrate import solve_ivp
 
 from lightning_phase import ConfigError, PhaseModule
@@ -214,7 +215,7 @@ def test_lazy_vs_feature_config_lands_on_the_time_budget_and_logs_dynamics():
     args = ["fit", "--config", CONFIG, "--model.alpha_tilde=1000", "--data.n_train=40", "--data.n_test=50",
             "--stop.max_time=3", "--trainer.enable_progress_bar=false"]  # the budget reaches GradientFlow
     assert main(args) == 0
-    run = Path("runs/lazy_vs_feature/version_0")
+    run = run_dir_in("runs/lazy_vs_feature")
     summary = json.loads((run / "summary.json").read_text())
     assert summary["stop_reason"] == "TIME_BUDGET" and summary["flow_time"] == 3.0
     assert summary["alpha_tilde"] == 1000.0 and summary["precision"] == "64-true"

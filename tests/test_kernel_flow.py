@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from _flow_helpers import StopAt, ToyData, fc, trainer
+from _runs import run_dir_in
 from scipy.integrate import solve_ivp
 
 from lightning_phase import ConfigError, PhaseModule
@@ -90,5 +91,5 @@ def test_kernel_flow_config_runs_from_the_cli():
         pytest.skip("PhaseCLI does not accept model.class_path yet (needs subclass_mode_model=True)")
     args = ["fit", "--config", config, "--data.n_train=40", "--data.n_test=50", "--trainer.enable_progress_bar=false"]
     assert main(args) == 0
-    summary = json.loads(Path("runs/kernel_flow/version_0/summary.json").read_text())
+    summary = json.loads((run_dir_in("runs/kernel_flow") / "summary.json").read_text())
     assert summary["stop_reason"] in ("ALL_MARGINS_MET", "TIME_BUDGET") and summary["flow_time"] > 0

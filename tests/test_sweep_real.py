@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import yaml
 from optuna.trial import TrialState
@@ -78,7 +79,7 @@ def test_a_runs_own_config_yaml_is_a_sweep_base_and_the_grid_value_is_used(tmp_p
     small = {**RANDOM_BASE, "trainer": {"max_steps": 5}}
     first = fit(small, [f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}",
                         "--trainer.enable_progress_bar=false"])
-    config_yaml = tmp_path / "runs" / "lightning_phase" / "version_0" / "config.yaml"
+    config_yaml = Path(first["run_dir"]) / "config.yaml"
     assert config_yaml.is_file() and first["alpha_tilde"] == 10.0
     st = str(tmp_path / "s.journal")
     spec = tmp_path / "own.yaml"

@@ -1,0 +1,65 @@
+"""Run folders named by their phase-diagram coordinates instead of ``version_N``.
+
+A run's folder under ``<save_dir>/<name>/`` is what TensorBoard's run selector shows, so it carries the
+coordinates of the run: ``a~<α̃>_h<width>_L<depth>_P<n_train>_s<seed>`` (``a~`` reads "α̃"), plus
+``_K<members>`` for K > 1 members; parts the run does not have (a net without width) are left out. The
+same coordinates run again get ``_v1``, ``_v2``, … so no run overwrites another. A version set in the
+config (``trainer.logger.init_args.version``, as sweep trials do with ``trial_NNNNN``) is kept.
+
+    >>> coordinates_name(alpha_tilde=100.0, width=64, depth=2, n_train=500, seed=0)
+    'a~100_h64_L2_P500_s0'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9.+~_-]")
+
+
+def _num(x: float) -> str:
+    """A short exact-enough spelling: 100 → '100', 0.001 → '0.001', 1e4 → '1e+04', ∞ → 'inf'."""
+    if isinstance(x, float) and math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.4g}"
+
+
+def coordinates_name(alpha_tilde: float | None = None, width: int | None = None, depth: int | None = None,
+                     n_train: int | None = None, seed: int | None = None, members: int = 1) -> str:
+    """``a~<α̃>_h<width>_L<depth>_P<n_train>_s<seed>[_K<members>]``, the parts that are not None, reduced to
+    the characters ``[A-Za-z0-9.+~_-]`` (safe as a folder name); ``run`` when no part is known."""
+    parts = [f"{tag}{_num(v) if tag == 'a~' else int(v)}"
+             for tag, v in (("a~", alpha_tilde), ("h", width), ("L", depth), ("P", n_train), ("s", seed))
+             if v is not None and not isinstance(v, bool)]
+    if members and members > 1:
+        parts.append(f"K{int(members)}")
+    return _UNSAFE.sub("_", "_".join(parts)) or "run"
+
+
+def free_version(root: str | Path, base: str) -> str:
+    """``base`` if ``root/base`` does not exist, else ``base_v1``, ``base_v2``, … (the first free one)."""
+    root = Path(root)
+    if not (root / base).exists():
+        return base
+    k = 1
+    while (root / f"{base}_v{k}").exists():
+        k += 1
+    return f"{base}_v{k}"
+
+
+def name_run(logger: Any, module: Any, datamodule: Any, seed: int | None) -> None:
+    """Give ``logger`` (or each logger of a list) whose version is unset the coordinates name of the run.
+
+    Reads α̃, width, depth from the module and its net, n_train from the data module, K from
+    ``module.members``; loggers without a ``_version`` attribute (or with one set) are left alone."""
+    loggers = logger if isinstance(logger, (list, tuple)) else [logger]
+    net = getattr(module, "net", None)
+    base = coordinates_name(getattr(module, "alpha_tilde", None), getattr(net, "width", None),
+                            getattr(net, "depth", None), getattr(datamodule, "n_train", None), seed,
+                            int(getattr(module, "members", 1) or 1))
+    for lg in loggers:
+        if getattr(lg, "_version", "set") is None and hasattr(lg, "root_dir"):
+            lg._version = free_version(lg.root_dir, base)
