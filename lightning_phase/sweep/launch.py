@@ -11,6 +11,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from typing import Literal, cast
 
 import optuna
 from optuna.storages import BaseStorage
@@ -36,7 +37,8 @@ def ensure_study(storage: BaseStorage, spec: SweepSpec, max_retries: int = 3) ->
         existing = True
     except KeyError:
         existing = False
-    study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.direction,
+    direction = cast(Literal["minimize", "maximize"], spec.direction)  # one of the two: checked by the spec
+    study = optuna.create_study(storage=storage, study_name=spec.name, direction=direction,
                                 sampler=sampler_for(spec), load_if_exists=True)
     stored = study.user_attrs.get(SPEC_ATTR)
     if existing and stored is not None and stored != mine:

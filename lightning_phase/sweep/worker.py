@@ -188,7 +188,7 @@ def _wait(proc, poll: float) -> dict[str, Any]:
 def _record(h: StudyHandle, trial_id: int, outcome: Outcome, reason: str, value: float | None = None) -> None:
     st = h.storage
     if outcome is Outcome.OK:
-        st.set_trial_state_values(trial_id, TrialState.COMPLETE, [value])
+        st.set_trial_state_values(trial_id, TrialState.COMPLETE, None if value is None else [value])
         return
     st.set_trial_user_attr(trial_id, "fail_reason", outcome.value)
     st.set_trial_user_attr(trial_id, "error", reason)
