@@ -80,6 +80,7 @@ def watch(h: StudyHandle, procs: list, counts: Callable[[], Counter], total: int
                file=sys.stderr)
     seen: set[int] = set()
     old = signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
+    old_int = signal.getsignal(signal.SIGINT)
     try:
         while any(p.is_alive() for p in procs) and not (done is not None and done()):
             _report_finished(h, seen, bar, show)
@@ -89,15 +90,21 @@ def watch(h: StudyHandle, procs: list, counts: Callable[[], Counter], total: int
         _update(bar, counts())
         return True
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)    # a second Ctrl-C must not leave workers behind
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for p in procs:
             if p.is_alive():
                 p.terminate()  # SIGTERM → KeyboardInterrupt in the worker → its trial INTERRUPTED
         for p in procs:
             p.join(timeout=30)
+            if p.is_alive():   # stuck: killed; its trial process dies with it (PR_SET_PDEATHSIG)
+                p.kill()
+                p.join()
         return False
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
 
 
 def trial_line(t: FrozenTrial, objective: str) -> str:
