@@ -46,6 +46,10 @@ class PhaseModule(pl.LightningModule):
     member gets its own gradient), each member has its own flow time (``member_flow_time``) and stops on
     its own (``freeze_member``, called by the stop rules): a stopped member's weights no longer change.
     Logs ``train/*`` averaged over the members and ``member_<k>/train/*`` per member (K ≤ 16).
+    ``alpha_tilde`` (or ``alpha``) given as a list [a_0, …, a_{K−1}] trains K members that share the
+    configured init and differ in α: member k = the single run with α̃ = a_k (``member_alpha``,
+    ``member_alpha_tilde``; ``alpha``/``alpha_tilde`` are member 0's); the loss minimised is Σ_k L_k with
+    L_k = (1/α_k²) mean ℓ, so each member's gradient is its single run's.
 
     ``steps_per_call`` n > 1: each ``training_step`` call makes up to n full-batch optimiser steps (Lightning's
     per-batch machinery runs once per n steps; the trajectory is the same to round-off), with the stop rules
@@ -55,8 +59,8 @@ class PhaseModule(pl.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        alpha: float | None = None,
-        alpha_tilde: float | None = None,
+        alpha: float | list[float] | None = None,
+        alpha_tilde: float | list[float] | None = None,
         loss: str = "soft_hinge",
         loss_beta: float = 20.0,
         optimizer: OptimizerCallable = _sgd,
@@ -71,10 +75,20 @@ class PhaseModule(pl.LightningModule):
         self.members = check_positive_int("model.members", members)
         self.steps_per_call = check_positive_int("model.steps_per_call", steps_per_call)
         self.automatic_optimization = steps_per_call == 1  # else training_step runs its own optimiser steps
-        if members > 1:
-            net = Members.from_net(net, members)
+        alphas = self._member_alphas(net, alpha, alpha_tilde)  # None, or [(α_k, α̃_k)] of α/α̃ lists
+        if alphas is not None:
+            self.members = len(alphas)
+        if self.members > 1:  # α lists: every member starts from the configured init (its single run's)
+            net = Members.from_net(net, self.members, same_seed=alphas is not None)
         self.net = net
-        self.alpha, self.alpha_tilde = self._resolve_alpha(net, alpha, alpha_tilde)
+        if alphas is None:
+            self.alpha, self.alpha_tilde = self._resolve_alpha(net, alpha, alpha_tilde)
+        else:
+            self.alpha, self.alpha_tilde = alphas[0]  # member 0's, as summary.json's top level
+        self.member_alpha = [a for a, _ in alphas] if alphas is not None else [self.alpha] * self.members
+        self.member_alpha_tilde = [t for _, t in alphas] if alphas is not None \
+            else [self.alpha_tilde] * self.members
+        self._alpha_scale: Tensor | None = None  # (K,) α_k when the members have their own α
         self.loss_name, self.loss_beta = loss, loss_beta
         self.loss_fn = get_loss(loss, loss_beta)
         self.center = check_bool("model.center", center)
@@ -93,19 +107,50 @@ class PhaseModule(pl.LightningModule):
         self._last_outputs: Tensor | None = None  # F on the training batch at the last evaluation
         self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
 
+    def _member_alphas(self, net: nn.Module, alpha: Any, alpha_tilde: Any) -> list[tuple[float, float | None]] | None:
+        """[(α_k, α̃_k)] when ``model.alpha`` or ``model.alpha_tilde`` is a list (one member per value; then
+        ``model.members`` is 1 or the list's length), else None."""
+        field, values = ("model.alpha_tilde", alpha_tilde) if isinstance(alpha_tilde, (list, tuple)) \
+            else ("model.alpha", alpha)
+        if not isinstance(values, (list, tuple)):
+            return None
+        if not values:
+            raise ConfigError(field, list(values), "a number or a non-empty list of numbers (one member each)")
+        if self.members not in (1, len(values)):
+            raise ConfigError("model.members", self.members,
+                              f"1 or {len(values)} (the length of {field}: one member per value)")
+        out = []
+        for v in values:
+            a = v if field == "model.alpha" else None
+            t = v if field == "model.alpha_tilde" else None
+            if (alpha if t is not None else alpha_tilde) is not None:
+                raise ConfigError("model.alpha/alpha_tilde", (alpha, alpha_tilde), "exactly one of the two set")
+            out.append(self._resolve_alpha(net, a, t, field))
+        return out
+
     @staticmethod
-    def _resolve_alpha(net: nn.Module, alpha: float | None, alpha_tilde: float | None) -> tuple[float, float | None]:
+    def _resolve_alpha(net: nn.Module, alpha: float | None, alpha_tilde: float | None,
+                       field: str | None = None) -> tuple[float, float | None]:
         if (alpha is None) == (alpha_tilde is None):
             raise ConfigError("model.alpha/alpha_tilde", (alpha, alpha_tilde), "exactly one of the two set")
         width = getattr(net, "width", None)
         if alpha_tilde is not None:
-            alpha_tilde = check_positive_float("model.alpha_tilde", alpha_tilde)
+            alpha_tilde = check_positive_float(field or "model.alpha_tilde", alpha_tilde)
             if not isinstance(width, int) or width < 1:
                 raise ConfigError("model.alpha_tilde", alpha_tilde,
                                   "model.alpha instead: the net has no integer `width`")
             return alpha_tilde / math.sqrt(width), alpha_tilde
-        alpha = check_positive_float("model.alpha", alpha)
+        alpha = check_positive_float(field or "model.alpha", alpha)
         return alpha, (math.sqrt(width) * alpha if isinstance(width, int) else None)
+
+    def alpha_of(self, out: Tensor) -> float | Tensor:
+        """α for outputs ``out``: the float α, or with per-member α the (K, 1[, 1]) tensor of the α_k."""
+        if self.member_alpha.count(self.alpha) == self.members:
+            return self.alpha
+        scale = self._alpha_scale
+        if scale is None or scale.dtype != out.dtype or scale.device != out.device:
+            scale = self._alpha_scale = torch.tensor(self.member_alpha, dtype=out.dtype, device=out.device)
+        return scale.view((-1,) + (1,) * (out.dim() - 1))
 
     # ---- the α-scaled function ------------------------------------------------------------
     @property
@@ -128,8 +173,10 @@ class PhaseModule(pl.LightningModule):
         """F(w, x) = α·(f(w, x) − f(w₀, x)) (α·f(w, x) without ``center``); x (P, ...) → (P,) or (P, C) for C
         classes, with K members (K, P) or (K, P, C)."""
         if not self.center:
-            return self.alpha * self._scalar_output(self.net(x), x)
-        return self.alpha * (self._scalar_output(self.net(x), x) - self.f0(x))
+            out = self._scalar_output(self.net(x), x)
+            return self.alpha_of(out) * out
+        out = self._scalar_output(self.net(x), x) - self.f0(x)
+        return self.alpha_of(out) * out
 
     def _scalar_output(self, out: Tensor, x: Tensor) -> Tensor:
         """(P,) or (P, 1) → (P,); (P, C) with C ≥ 2 class outputs is kept; members: (K, P) or (K, P, C)."""
@@ -241,8 +288,9 @@ class PhaseModule(pl.LightningModule):
             self.log_dict({k: v.float() for k, v in logs.items()}, on_step=True, on_epoch=False,
                           batch_size=batch_size, sync_dist=True)
         active = torch.tensor(self.member_active, device=F_out.device)
-        total = torch.where(active, s["loss"], torch.zeros_like(s["loss"])).sum()
-        return {"loss": total / self.alpha**2, "loss_value": s["loss"].detach(), "n_delta": s["n_delta"].detach(),
+        alpha = self.alpha_of(s["loss"])  # L_k = α²L_k / α_k²
+        total = torch.where(active, s["loss"] / alpha**2, torch.zeros_like(s["loss"])).sum()
+        return {"loss": total, "loss_value": s["loss"].detach(), "n_delta": s["n_delta"].detach(),
                 "delta_max": s["delta_max"], "outputs": F_out.detach()}
 
     def freeze_member(self, k: int) -> None:

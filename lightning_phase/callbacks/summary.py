@@ -37,9 +37,10 @@ class RunSummary(pl.Callback):
     ``cb.summary()`` of every other callback that defines it (measurement callbacks, stop rules).
 
     With K members (``model.members``): ``members`` lists, for each member k, ``member`` k, ``seed`` (its
-    init seed), ``seed_source`` ("net.seed" or "seed_everything") and the fields of its single run's summary
-    (train_loss, n_delta, n_delta_over_p, train_error, test_loss, test_error, steps, flow_time,
-    stop_reason); the top-level fields of these names are member 0's, so a reader of single runs reads
+    init seed), ``seed_source`` ("net.seed" or "seed_everything"), ``alpha`` and ``alpha_tilde`` (its own with
+    a list of α̃) and the fields of its single run's summary (train_loss, n_delta, n_delta_over_p,
+    train_error, test_loss, test_error, steps, flow_time, stop_reason, and the measurement callbacks'
+    fields); the top-level fields of these names are member 0's, so a reader of single runs reads
     member 0 as the run with the configured seed. ``n_members`` = K.
 
     Beside it, unless the run crashed, ``outputs.npz`` (:func:`final_outputs`): the final outputs F on the
@@ -173,6 +174,7 @@ def _member_records(rec: dict[str, Any], pl_module: pl.LightningModule, evals: d
     members = []
     for k in range(k_all):
         m: dict[str, Any] = {"member": k, "seed": seeds[k][1], "seed_source": seeds[k][0],
+                             "alpha": pl_module.member_alpha[k], "alpha_tilde": pl_module.member_alpha_tilde[k],
                              "flow_time": pl_module.member_flow_time[k], **stops[k]}
         for split, ev in evals.items():
             m[f"{split}_loss"], m[f"{split}_error"] = ev["loss"][k], ev["error"][k]

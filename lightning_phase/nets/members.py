@@ -100,8 +100,12 @@ class Members(nn.Module):
         self._fc = type(base) is FullyConnected
 
     @classmethod
-    def from_net(cls, net: nn.Module, k: int) -> Members:
-        """Members 0…k−1 of ``net``: member 0 is ``net`` itself, member i is ``respawn(net, seed + i)``."""
+    def from_net(cls, net: nn.Module, k: int, same_seed: bool = False) -> Members:
+        """Members 0…k−1 of ``net``: member 0 is ``net`` itself, member i is ``respawn(net, seed + i)`` —
+        or, with ``same_seed`` (members that differ in α only), a copy of ``net`` (every member seed + 0)."""
+        if same_seed:
+            seeds = member_seeds(net, 1) * k
+            return cls([net] + [copy.deepcopy(net) for _ in range(k - 1)], seeds)
         seeds = member_seeds(net, k)
         nets = [net] + [respawn(net, src, s) for src, s in seeds[1:]]
         return cls(nets, seeds)
