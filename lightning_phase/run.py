@@ -35,6 +35,7 @@ from lightning_phase.callbacks import RunSummary, StepProgressBar, StopRules
 from lightning_phase.callbacks.checkpoint import PeriodicCheckpoint
 from lightning_phase.callbacks.flow_time import FlowTimeScalars
 from lightning_phase.callbacks.summary import run_dir
+from lightning_phase.contracts import ChecksData, trainer_callbacks
 from lightning_phase.data import PhaseDataModule
 from lightning_phase.errors import ConfigError
 from lightning_phase.module import PhaseModule
@@ -206,8 +207,8 @@ def build(config: Config = None, overrides: Sequence[str] = (), prog: str = "lig
     # before any run directory exists.
     cli.model.check_net(cli.datamodule.x_train[:4], cli.datamodule.y_train)
     check_optimizer(cli.model)
-    for callback in cli.trainer.callbacks:
-        if callable(getattr(callback, "check_data", None)):
+    for callback in trainer_callbacks(cli.trainer):
+        if isinstance(callback, ChecksData):
             callback.check_data(cli.datamodule)
     resolved = cli.config.clone()
     resolved.pop("config", None)
@@ -220,9 +221,9 @@ def check_optimizer(module: pl.LightningModule) -> None:
     nothing) is refused too. The module's own parameters may not exist yet (KernelFlow builds at setup)."""
     import torch
 
-    factory = getattr(module, "optimizer_factory", None)
-    if not callable(factory):
+    if not isinstance(module, PhaseModule):
         return
+    factory = module.optimizer_factory
     try:
         opt = factory([torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))])
     except (ValueError, TypeError) as exc:
@@ -251,7 +252,7 @@ def _execute(run: Run, stage: str) -> dict[str, Any]:
         if not existed and log_dir is not None:
             shutil.rmtree(log_dir, ignore_errors=True)
         raise
-    summary = next((c for c in run.trainer.callbacks if isinstance(c, RunSummary)), None)
+    summary = next((c for c in trainer_callbacks(run.trainer) if isinstance(c, RunSummary)), None)
     if summary is not None and summary.write_error is not None:
         raise ResultNotWritten(summary.write_error, dict(summary.record or {}))
     return dict(summary.record or {}) if summary is not None else {}
@@ -374,7 +375,7 @@ def _known_keys(section: str) -> list[str]:
     cls = {"model": PhaseModule, "data": PhaseDataModule, "trainer": pl.Trainer, "stop": StopRules}.get(section)
     if cls is None:
         return ["seed_everything", "trainer", "model", "data", "stop", "ckpt_path"] if not section else []
-    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    return list(inspect.signature(cls).parameters)
 
 
 def config_error_cause(exc: BaseException | None) -> ConfigError | None:

@@ -11,6 +11,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
+from lightning_phase.contracts import trainer_datamodule
 from lightning_phase.errors import ConfigError, check_positive_int
 
 
@@ -155,8 +156,8 @@ class ScheduledCallback(pl.Callback):
 def full_set(trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, n: int | None = None):
     """``trainer.datamodule.<name>[:n]`` moved to the module's device and its parameters' dtype (x, ±1 labels;
     integer class labels keep their dtype). ConfigError if the data module has no such tensor."""
-    dm = trainer.datamodule
-    t = getattr(dm, name, None) if dm is not None else None
+    dm = trainer_datamodule(trainer)
+    t = getattr(dm, name, None)  # one of the PhaseDataLike tensors (x_train, y_test, x_kernel, ...)
     if t is None:
         raise ConfigError("data", type(dm).__name__, f"a data module with a tensor `{name}`")
     dtype = next(pl_module.parameters()).dtype if t.is_floating_point() else t.dtype  # class labels: int64

@@ -19,6 +19,8 @@ import signal
 import sys
 from collections.abc import Callable
 from enum import Enum
+from multiprocessing.connection import Connection
+from multiprocessing.context import ForkProcess
 from pathlib import Path
 from typing import Any
 
@@ -176,17 +178,22 @@ def _child(runner: Runner, base_yaml: Path, overrides: list[str], run_dir: Path,
     os._exit(code)  # no atexit, no finalisers: never touch the worker's inherited storage connections
 
 
+class TrialProcess(ForkProcess):
+    """A forked trial child; ``result`` receives the record of a run whose summary.json could not be written."""
+
+    result: Connection
+
+
 def start_child(runner: Callable, base_yaml: Path, overrides: Any, run_dir: Path, threads: int = 1,
-                log_path: Path | None = None):
+                log_path: Path | None = None) -> TrialProcess:
     """Fork a child that runs ``runner(base_yaml, overrides, run_dir)``; returns the (started) Process."""
-    ctx = multiprocessing.get_context("fork")
     log = str(log_path or run_dir / LOG_FILE)
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(runner, Path(base_yaml), overrides, Path(run_dir), log, threads, send),
-                       daemon=False)
+    recv, send = multiprocessing.Pipe(duplex=False)
+    proc = TrialProcess(target=_child, args=(runner, Path(base_yaml), overrides, Path(run_dir), log, threads, send),
+                        daemon=False)
+    proc.result = recv   # the record of a run whose summary.json could not be written (exit status 3)
     proc.start()
     send.close()
-    proc.result = recv   # the record of a run whose summary.json could not be written (exit status 3)
     return proc
 
 

@@ -146,8 +146,7 @@ def run_one(h: StudyHandle, opts: WorkerOptions, runner: Runner, trial_id: int, 
         with get_heartbeat_thread(trial_id, st):   # Optuna's heartbeat thread, started after the fork
             record = _wait(proc, opts.poll)
     except KeyboardInterrupt:
-        stop_child(proc)
-        _fail_and_retry(h, trial_id, Outcome.INTERRUPTED, "sweep interrupted", opts.max_retries)
+        stop_child(proc)   # the trial is recorded INTERRUPTED by work()
         raise
     t_child = time.time() - t_fork
     outcome, summary, value, reason = classify(proc.exitcode, run_dir, h.spec.objective)
@@ -189,7 +188,7 @@ def _wait(proc, poll: float) -> dict[str, Any]:
 def _record(h: StudyHandle, trial_id: int, outcome: Outcome, reason: str, value: float | None = None) -> None:
     st = h.storage
     if outcome is Outcome.OK:
-        st.set_trial_state_values(trial_id, TrialState.COMPLETE, [value])
+        st.set_trial_state_values(trial_id, TrialState.COMPLETE, None if value is None else [value])
         return
     st.set_trial_user_attr(trial_id, "fail_reason", outcome.value)
     st.set_trial_user_attr(trial_id, "error", reason)
@@ -219,7 +218,10 @@ def work(h: StudyHandle, opts: WorkerOptions, runner: Runner, stop=None) -> int:
         if tid is not None:
             try:
                 run_one(h, opts, runner, tid, t_claim)
-            except (KeyboardInterrupt, UpdateFinishedTrialError):
+            except KeyboardInterrupt:   # unless recorded already: INTERRUPTED, and its point enqueued again
+                _fail_and_retry(h, tid, Outcome.INTERRUPTED, "sweep interrupted", opts.max_retries)
+                raise
+            except UpdateFinishedTrialError:
                 raise
             except Exception as exc:   # a bug or a storage hiccup: fail this trial, keep the worker
                 traceback.print_exc()
@@ -235,6 +237,10 @@ def work(h: StudyHandle, opts: WorkerOptions, runner: Runner, stop=None) -> int:
 
 
 def raise_keyboard_interrupt(signum, frame):
+    """SIGINT/SIGTERM → one KeyboardInterrupt; later ones are ignored, so that recording the trial
+    INTERRUPTED is not itself interrupted (Ctrl-C reaches the worker, then the command's SIGTERM)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -244,6 +250,7 @@ def worker_main(storage_url: str | None, spec: SweepSpec, study_name: str, opts:
     from lightning_phase.storage import open_storage
 
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, raise_keyboard_interrupt)
     try:
         storage = open_storage(storage_url, heartbeat(opts))
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler_for(spec))
