@@ -41,14 +41,20 @@ class LogSpacedSchedule:
 
 
 def log_metrics(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
-    """Write scalars to every logger of the trainer at ``step`` (rank 0 only: loggers are rank-zero)."""
+    """Write scalars to every logger of the trainer at ``step``, on rank 0 only (a logger need not be
+    rank-zero itself; tests/test_callback_contract.py checks that no callback logs elsewhere)."""
+    if not trainer.is_global_zero:
+        return
     metrics = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=step)
 
 
 def tensorboard(trainer: pl.Trainer):
-    """The SummaryWriter of the trainer's TensorBoardLogger, or None (histograms and figures are skipped)."""
+    """The SummaryWriter of the trainer's TensorBoardLogger, or None (histograms and figures are skipped);
+    None off rank 0."""
+    if not trainer.is_global_zero:
+        return None
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             return logger.experiment
