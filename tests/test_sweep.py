@@ -239,3 +239,18 @@ def test_a_point_enqueued_twice_runs_once_and_the_duplicate_is_surplus(tmp_path)
     assert [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in ts if t.number >= 2] == \
         [(2, TrialState.FAIL, "SURPLUS"), (3, TrialState.FAIL, "SURPLUS")]
     assert not (tmp_path / "runs" / "dup" / "trial_00002").exists()   # nothing ran
+
+
+def test_threshold_run_killed_every_time_ends_failed_not_enqueued_for_ever(tmp_path, capsys):
+    """Every run SIGKILLed (an OOM at any width): each is retried 3 times, then counts as FAILED (not
+    fitted), so the search ends — nothing fits — instead of enqueuing the same run again and again."""
+    st = str(tmp_path / "s.journal")
+    spec = write_spec(tmp_path / "oomthr.yaml", fixed={"model.loss": "toy_kill"},
+                      threshold={"seeds": [0], "width_min": 1, "width_max": 2, "max_doublings": 0})
+    argv = ["threshold", str(spec), "--storage", st, "--runner", TOY, "--no-progress",
+            "--runs-dir", str(tmp_path / "runs")]
+    assert commands.main(argv) == 0
+    (res,) = _threshold_attr(st, "oomthr")
+    assert res["finished"] and res["h_star"] is None and res["widths"] == [1, 2]   # ⌈log2(3)⌉ = 2 widths
+    ts = trials(st, "oomthr")
+    assert len(ts) == 2 * 4 and {t.user_attrs["fail_reason"] for t in ts} == {"ENVIRONMENT"}

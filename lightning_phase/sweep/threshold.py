@@ -106,16 +106,20 @@ def base_budget(spec: SweepSpec) -> Any:
 
 
 def collect(h: StudyHandle) -> dict[tuple[str, int, int], list]:
-    """(group key, width, seed) → [(budget, trial), ...] of that run, retried (STALE/INTERRUPTED) FAILs left out;
-    budget = the run's ``budget_key`` (the base's unless it is a rerun)."""
+    """(group key, width, seed) → [(budget, trial), ...] of that run, retried FAILs (STALE, INTERRUPTED,
+    ENVIRONMENT, with their retry in the study) left out: one whose retries ran out counts as FAILED, so
+    that a run failing for ever (an OOM at a large width) cannot be enqueued again and again; budget = the
+    run's ``budget_key`` (the base's unless it is a rerun)."""
     thr = _threshold(h.spec)
     budget0 = base_budget(h.spec)
     out: dict[tuple[str, int, int], list] = {}
-    for t in h.trials():
+    trials = h.trials()
+    redone = {(t.system_attrs.get("retry_history") or [None])[-1] for t in trials}
+    for t in trials:
         params = dict(t.system_attrs.get("fixed_params") or {})
         if thr.width_key not in params or thr.seed_key not in params:
             continue
-        if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") in RETRIED:
+        if t.state == TrialState.FAIL and t.user_attrs.get("fail_reason") in RETRIED and t.number in redone:
             continue
         w, s = params.pop(thr.width_key), params.pop(thr.seed_key)
         if thr.data_seed_key is not None:
