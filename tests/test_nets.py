@@ -66,7 +66,8 @@ def test_output_variance_is_order_one_for_any_width():
     ({"width": 4, "depth": 0, "input_dim": 3}, "model.net.init_args.depth"),
     ({"width": 4, "depth": 2, "input_dim": None}, "model.net.init_args.input_dim"),
     ({"width": 4, "depth": 2, "input_dim": 3, "activation": "gelu"}, "model.net.init_args.activation"),
-    ({"width": 4, "depth": 2, "input_dim": 3, "activation": "softplus", "activation_beta": -1}, "model.net.init_args.activation_beta"),
+    ({"width": 4, "depth": 2, "input_dim": 3, "activation": "softplus", "activation_beta": -1},
+     "model.net.init_args.activation_beta"),
     ({"width": 2.5, "depth": 2, "input_dim": 3}, "model.net.init_args.width"),
 ])
 def test_bad_net_arguments_name_the_field(kwargs, field):

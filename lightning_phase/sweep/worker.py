@@ -77,20 +77,18 @@ def sampler_for(spec: SweepSpec) -> optuna.samplers.BaseSampler:
 
 
 def trial_params(h: StudyHandle, trial: optuna.Trial, frozen: FrozenTrial) -> dict[str, Any]:
-    """The trial's point (its enqueued params), each suggested under :func:`grid.grid_distribution` so
-    that Optuna's tools sort and scale numeric keys."""
+    """The trial's point (its enqueued ``fixed_params``), each value suggested under
+    :func:`grid.grid_distribution` of the values its key can take, so that Optuna's tools sort and scale
+    numeric keys."""
+    values = dict(h.spec.grid)
     thr = h.spec.threshold
-    if thr is None:
-        return {k: grid.suggest(trial, k, h.spec.grid[k]) for k in sorted(h.spec.grid)}
+    if thr is not None:
+        values.update({thr.seed_key: list(thr.seeds), thr.width_key: [1, 2 ** 30]})   # widths: bisection's
+        values[thr.budget_key] = [1, thr.budget_max or 1]        # a rerun of an UNDECIDED run, budget doubled
+        if thr.data_seed_key is not None:                         # each seed its own data set
+            values[thr.data_seed_key] = list(thr.seeds)
     fixed = frozen.system_attrs.get("fixed_params") or {}
-    params = {k: grid.suggest(trial, k, h.spec.grid[k]) for k in sorted(h.spec.grid) if k in fixed}
-    params[thr.seed_key] = grid.suggest(trial, thr.seed_key, list(thr.seeds))
-    params[thr.width_key] = grid.suggest(trial, thr.width_key, [1, 2 ** 30])   # widths are bisection's choice
-    if thr.budget_key in fixed and thr.budget_max is not None:   # a rerun of an UNDECIDED run, budget doubled
-        params[thr.budget_key] = grid.suggest(trial, thr.budget_key, [1, thr.budget_max])
-    if thr.data_seed_key is not None and thr.data_seed_key in fixed:   # each seed its own data set
-        params[thr.data_seed_key] = grid.suggest(trial, thr.data_seed_key, list(thr.seeds))
-    return params
+    return {k: grid.suggest(trial, k, values[k]) for k in sorted(fixed)}
 
 
 def trial_overrides(spec: SweepSpec, params: dict[str, Any], runs_dir: Path, version: str) -> list[str]:
