@@ -14,6 +14,14 @@ when it cannot be reached. A room of its own so that sweep/ and analysis/ both i
 - ``postgresql://user@host:port/db`` (or ``sqlite:///file.db``, ``mysql://...``): Optuna's RDBStorage.
   PostgreSQL locks the trial row (SELECT … FOR UPDATE), so the same sweep command can run on many
   machines against one database.
+
+With a :class:`Heartbeat`, both kinds implement Optuna's ``BaseHeartbeat`` (Optuna 5's JournalStorage has
+none): a running trial's heartbeat is its system attr ``lp:heartbeat`` (the writer's ``time.time()``),
+written by Optuna's heartbeat thread, and ``optuna.storages.fail_stale_trials`` fails the RUNNING trials
+silent for longer than the grace (compare-and-set RUNNING → FAIL: one winner) and calls the stale
+callback for each trial it failed. One implementation for both kinds, because RDBStorage's own never
+fails a trial killed before its first heartbeat; here the trial's start time stands in for it. Clocks of
+the machines sharing a storage must agree to well within the grace.
 """
 
 from __future__ import annotations
@@ -22,14 +30,18 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.storages.journal import JournalFileBackend
 from optuna.storages.journal._file import BaseJournalFileLock, get_lock_file
+from optuna.trial import FrozenTrial, TrialState
 
 from lightning_phase.errors import ConfigError
 
@@ -37,15 +49,73 @@ DEFAULT_STORAGE = "runs/sweeps.journal"
 RDB_SCHEMES = ("postgresql", "postgresql+psycopg2", "sqlite", "mysql", "mysql+pymysql")
 
 
-def open_storage(url: str | None) -> BaseStorage:
-    """The storage behind ``url`` (module doc); ConfigError('--storage', url, ...) if unreachable."""
+HEARTBEAT_KEY = "lp:heartbeat"
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """A storage's heartbeat: a RUNNING trial is recorded every ``interval`` s; one silent for more than
+    ``grace`` s is stale. ``on_stale(study, trial)`` runs for each stale trial failed (Optuna's retry
+    callback, for instance); ``mark(trial, silent_s)`` gives user attrs written on a stale trial while it
+    is still RUNNING, just before it is failed (why it failed: a failed trial takes no more attrs)."""
+
+    interval: float
+    grace: float
+    on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None
+    mark: Callable[[FrozenTrial, float], dict[str, Any]] | None = None
+
+
+class _HeartbeatMixin(BaseHeartbeat):
+    """Optuna's BaseHeartbeat over any BaseStorage, with the heartbeat kept as a trial system attr."""
+
+    heartbeat: Heartbeat | None = None
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self.set_trial_system_attr(trial_id, HEARTBEAT_KEY, time.time())  # type: ignore[attr-defined]
+        except UpdateFinishedTrialError:
+            pass   # failed as stale meanwhile (or finished): its result is refused at the end
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        assert self.heartbeat is not None
+        stale, now = [], time.time()
+        for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):  # type: ignore
+            last = t.system_attrs.get(HEARTBEAT_KEY) or (t.datetime_start.timestamp() if t.datetime_start else now)
+            if now - last <= self.heartbeat.grace:
+                continue
+            try:
+                for key, value in (self.heartbeat.mark(t, now - last) if self.heartbeat.mark else {}).items():
+                    self.set_trial_user_attr(t._trial_id, key, value)  # type: ignore[attr-defined]
+            except UpdateFinishedTrialError:
+                continue   # finished meanwhile
+            stale.append(t._trial_id)
+        return stale
+
+    def get_heartbeat_interval(self) -> int | None:
+        return None if self.heartbeat is None else self.heartbeat.interval  # type: ignore[return-value]
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:
+        return None if self.heartbeat is None else self.heartbeat.on_stale
+
+
+class HeartbeatJournalStorage(_HeartbeatMixin, JournalStorage):
+    """Optuna's JournalStorage with the heartbeat it lacks (module doc)."""
+
+
+class HeartbeatRDBStorage(_HeartbeatMixin, RDBStorage):
+    """Optuna's RDBStorage with the same heartbeat as the journal's (module doc)."""
+
+
+def open_storage(url: str | None, heartbeat: Heartbeat | None = None) -> BaseStorage:
+    """The storage behind ``url`` (module doc), with ``heartbeat`` if given; ConfigError('--storage', url,
+    ...) if unreachable."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if url is None or url == DEFAULT_STORAGE:
         Path(DEFAULT_STORAGE).parent.mkdir(parents=True, exist_ok=True)
         url = DEFAULT_STORAGE
     scheme = url.split("://", 1)[0] if "://" in url else None
     if scheme is None:
-        return _journal(url)
+        return _journal(url, heartbeat)
     if scheme not in RDB_SCHEMES:
         raise ConfigError("--storage", url, "a journal file path or a URL with scheme " + ", ".join(RDB_SCHEMES))
     given = url
@@ -57,7 +127,9 @@ def open_storage(url: str | None) -> BaseStorage:
         try:
             # get_storage wraps it in Optuna's trial cache, the object a Study uses: trials created
             # through it and through the study must go to the same cache.
-            return optuna.storages.get_storage(RDBStorage(url, engine_kwargs=engine_kwargs))
+            rdb = HeartbeatRDBStorage(url, engine_kwargs=engine_kwargs)
+            rdb.heartbeat = heartbeat
+            return optuna.storages.get_storage(rdb)
         except Exception as exc:  # sqlalchemy OperationalError, bad driver, bad path ...
             msg = " ".join(str(getattr(exc, "orig", None) or exc).split())[:300]
             if "already exists" in msg and attempt < 4:
@@ -194,16 +266,18 @@ def _with_installed_driver(url: str, scheme: str) -> tuple[str, str]:
     return url, scheme
 
 
-def _journal(path: str) -> JournalStorage:
+def _journal(path: str, heartbeat: Heartbeat | None = None) -> JournalStorage:
     p = Path(path)
     if not p.parent.is_dir():
         raise ConfigError("--storage", path, f"a file in an existing directory ({p.parent} does not exist)")
     if p.exists() and not os.access(p, os.R_OK | os.W_OK):
         raise ConfigError("--storage", path, "a readable and writable journal file")
     try:
-        return JournalStorage(FencedJournalFileBackend(str(p)))
+        storage = HeartbeatJournalStorage(FencedJournalFileBackend(str(p)))
     except OSError as exc:
         raise ConfigError("--storage", path, f"a writable journal file ({exc.strerror})") from None
+    storage.heartbeat = heartbeat
+    return storage
 
 
 def describe(url: str | None) -> str:

@@ -16,7 +16,7 @@ from lightning_phase.cli import main as cli_main
 from lightning_phase.storage import open_storage
 from lightning_phase.summary import trial_attrs
 from lightning_phase.sweep import commands
-from lightning_phase.sweep.worker import grid_distribution
+from lightning_phase.sweep.grid import grid_distribution
 
 
 def test_results_table_is_sorted_by_grid_keys_in_every_format(tmp_path, capsys):

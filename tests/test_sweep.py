@@ -85,7 +85,7 @@ def test_killed_worker_point_redone_once_and_restart_loses_nothing_journal(tmp_p
 def test_failed_runs_are_recorded_with_their_reason_and_do_not_block(tmp_path):
     st = str(tmp_path / "s.journal")
     spec = write_spec(tmp_path / "fail.yaml", grid={"model.loss": ["soft_hinge", "toy_crash", "toy_diverge",
-                                                                    "toy_kill"]}, objective="n_delta_over_p")
+                                                                    "toy_segv"]}, objective="n_delta_over_p")
     proc = start(["sweep", str(spec), "--storage", st, "--workers", "2", "--runner", TOY, "--no-progress",
                   "--runs-dir", str(tmp_path / "runs")])
     proc.join(60)
@@ -97,9 +97,32 @@ def test_failed_runs_are_recorded_with_their_reason_and_do_not_block(tmp_path):
     assert ok.user_attrs["run_dir"].endswith(f"fail/trial_{ok.number:05d}")
     reasons = {k: (t.state, t.user_attrs.get("fail_reason")) for k, t in ts.items() if k != "soft_hinge"}
     assert reasons == {"toy_crash": (TrialState.FAIL, "CRASHED"), "toy_diverge": (TrialState.FAIL, "DIVERGED"),
-                       "toy_kill": (TrialState.FAIL, "KILLED")}
+                       "toy_segv": (TrialState.FAIL, "KILLED")}
     assert "toy crash requested" in ts["toy_crash"].user_attrs["error"]
-    assert "SIGKILL" in ts["toy_kill"].user_attrs["error"]
+    assert "SIGSEGV" in ts["toy_segv"].user_attrs["error"]
+    assert len(trials(st, "fail")) == 4   # final failures are not retried
+
+
+def test_oom_killed_trial_is_an_environment_failure_retried_now_and_on_rerun(tmp_path):
+    """A trial process SIGKILLed while its worker lives (the OOM killer; here the toy run kills itself) is
+    ENVIRONMENT, not a final KILLED: retried 3 times at once (WorkerOptions.max_retries), then once more on every rerun;
+    the command says the point is to redo and exits 1."""
+    st = str(tmp_path / "s.journal")
+    spec = write_spec(tmp_path / "oom.yaml", grid={"model.loss": ["soft_hinge", "toy_kill"]})
+    argv = ["sweep", str(spec), "--storage", st, "--runner", TOY, "--no-progress", "--runs-dir", str(tmp_path)]
+    assert commands.main(argv) == 1
+    killed = [t for t in trials(st, "oom") if t.system_attrs["grid_id"] == 1]
+    assert [t.state for t in killed] == [TrialState.FAIL] * 4                  # the first and 3 retries
+    assert {t.user_attrs["fail_reason"] for t in killed} == {"ENVIRONMENT"}
+    assert "SIGKILL" in killed[0].user_attrs["error"]
+    assert [t.system_attrs.get("retry_history") for t in killed] == [None, [0 + killed[0].number],
+                                                                    [killed[0].number, killed[1].number],
+                                                                    [t.number for t in killed[:3]]]
+    assert commands.main(argv) == 1                                             # the rerun redoes it once
+    again = [t for t in trials(st, "oom") if t.system_attrs["grid_id"] == 1]
+    assert len(again) == 5 and again[-1].system_attrs["retry_history"][-1] == killed[-1].number
+    done = [t for t in trials(st, "oom") if t.system_attrs["grid_id"] == 0]
+    assert [t.state for t in done] == [TrialState.COMPLETE]                     # the good point ran once
 
 
 def test_results_lists_every_trial_with_params_summary_and_state(tmp_path, capsys):

@@ -4,7 +4,8 @@ writes a summary.json at once.
 It exercises the sweep machinery (storage, workers, heartbeats, restarts, the threshold search) in
 milliseconds. Its "jamming": the net of N = d·h + (L−1)·h² + h parameters fits P points (N_Δ = 0) when
 N ≥ P/2 · (1 + 0.1·u), u ∈ [−1, 1] a fixed function of the seed, so N* ∝ P as for random data [JAM].
-``model.loss`` = toy_crash / toy_diverge / toy_kill makes a trial raise / diverge / SIGKILL itself;
+``model.loss`` = toy_crash / toy_diverge / toy_kill / toy_segv makes a trial raise / diverge / SIGKILL /
+SIGSEGV itself;
 toy_slow: a fitting run is UNDECIDED below 400 steps (``trainer.max_steps``), SAT from there; toy_undecided:
 the runs that do not fit are UNDECIDED (never UNSAT). Otherwise ``fit_state`` is SAT iff N_Δ = 0, else UNSAT;
 the environment variable LP_TOY_SLEEP (seconds) makes each trial last that long.
@@ -12,6 +13,7 @@ the environment variable LP_TOY_SLEEP (seconds) makes each trial last that long.
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import os
 import signal
@@ -58,6 +60,9 @@ def run_toy(base_yaml: Path, overrides: list[str], run_dir: Path) -> dict[str, A
         raise RuntimeError("toy crash requested by model.loss")
     if loss == "toy_kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if loss == "toy_segv":
+        faulthandler.disable()   # pytest's handler would print every thread's stack into the test output
+        os.kill(os.getpid(), signal.SIGSEGV)
     width = int(get_dotted(cfg, "model.net.init_args.width", 8))
     depth = int(get_dotted(cfg, "model.net.init_args.depth", 2))
     d = int(get_dotted(cfg, "data.input_dim", 10))

@@ -98,7 +98,7 @@ def _prepare(args):
     opts = WorkerOptions(runs_dir=Path(args.runs_dir).resolve(), heartbeat=args.heartbeat, grace=args.grace,
                          threads=args.threads)
     # the storage is opened (a new journal file created) only after the trials' configs were checked
-    return spec, runner, opts, lambda: ensure_study(open_storage(args.storage), spec)
+    return spec, runner, opts, lambda: ensure_study(open_storage(args.storage), spec, opts.max_retries)
 
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -129,6 +129,7 @@ def _warm_data(base: dict, fixed: dict) -> None:
 
 def cmd_run(args) -> int:
     from lightning_phase.sweep import launch, threshold
+    from lightning_phase.sweep.grid import point_status
     from lightning_phase.sweep.runner import preload
     from lightning_phase.sweep.worker import write_base
 
@@ -146,12 +147,13 @@ def cmd_run(args) -> int:
     t_start = time.time()
     if args.command == "sweep":
         procs = launch.start_workers(args.workers, args.storage, spec, opts, runner)
-        ok = launch.watch(h, procs, lambda: launch.point_status(h), spec.n_points, show)
-        counts = launch.point_status(h)
-        complete, reasons = launch.final_counts(h)
+        ok = launch.watch(h, procs, lambda: point_status(h.trials(), spec.n_points, opts.max_retries)[0],
+                          spec.n_points, show)
+        counts, reasons = point_status(h.trials(), spec.n_points, opts.max_retries)
         failed = ", ".join(f"{k} {v}" for k, v in sorted(reasons.items())) or "none"
         print(f"{spec.name}: {counts['done']}/{spec.n_points} grid points done, {counts['failed']} failed "
-              f"({failed}); trials in storage: {len(h.trials())}", file=sys.stderr)
+              f"({failed}), {counts['rerun']} to redo on the next run; trials in storage: {len(h.trials())}",
+              file=sys.stderr)
         finished = ok and counts["done"] + counts["failed"] == spec.n_points
     else:
         import multiprocessing

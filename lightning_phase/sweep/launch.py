@@ -18,15 +18,18 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lightning_phase.errors import ConfigError
 from lightning_phase.summary import trial_record
+from lightning_phase.sweep import grid
 from lightning_phase.sweep.runner import Outcome, Runner
 from lightning_phase.sweep.spec import SweepSpec
-from lightning_phase.sweep.worker import RETRIED, StudyHandle, WorkerOptions, is_final_failure, sampler_for, worker_main
+from lightning_phase.sweep.worker import StudyHandle, WorkerOptions, sampler_for, worker_main
 
 SPEC_ATTR = "lp_spec"
 
 
-def ensure_study(storage: BaseStorage, spec: SweepSpec) -> StudyHandle:
-    """Create the study (named ``spec.name``) or continue it; a study made from another spec is refused."""
+def ensure_study(storage: BaseStorage, spec: SweepSpec, max_retries: int = 3) -> StudyHandle:
+    """Create the study (named ``spec.name``) or continue it; a study made from another spec is refused.
+    A grid study gets a WAITING trial for every point that lacks one, and its failed points to redo
+    (:func:`grid.enqueue_missing`)."""
     mine = json.loads(json.dumps(spec.fingerprint()))
     try:
         storage.get_study_id_from_name(spec.name)
@@ -47,6 +50,8 @@ def ensure_study(storage: BaseStorage, spec: SweepSpec) -> StudyHandle:
         with warnings.catch_warnings():            # "experimental" since Optuna 3.2; the names are stable
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([spec.objective])   # optuna-dashboard shows "test_error", not "Objective 0"
+    if spec.threshold is None:
+        grid.enqueue_missing(study, spec.points(), max_retries)
     return StudyHandle(storage, study, spec)
 
 
@@ -59,30 +64,6 @@ def start_workers(k: int, storage_url: str | None, spec: SweepSpec, opts: Worker
     for p in procs:
         p.start()
     return procs
-
-
-def point_status(h: StudyHandle) -> Counter:
-    """Counts of grid points: done (a COMPLETE trial), running (a RUNNING/WAITING one), failed (only
-    FAILs), todo (no trial yet). A STALE/INTERRUPTED FAIL yields to its retry."""
-    by_point: dict[int, set[str]] = {}
-    for t in h.trials():
-        if t.user_attrs.get("fail_reason") == Outcome.SURPLUS.value or "grid_id" not in t.system_attrs:
-            continue
-        by_point.setdefault(t.system_attrs["grid_id"], set()).add(_state(t))
-    c = Counter({"done": 0, "running": 0, "failed": 0})
-    for states in by_point.values():
-        c[next(s for s in ("done", "running", "failed", "retried") if s in states)] += 1
-    c["failed"] += c.pop("retried", 0)  # STALE/INTERRUPTED with no retry (retries used up)
-    c["todo"] = (h.n_grid or 0) - sum(c.values())
-    return c
-
-
-def _state(t: FrozenTrial) -> str:
-    if t.state == TrialState.COMPLETE:
-        return "done"
-    if t.state in (TrialState.RUNNING, TrialState.WAITING):
-        return "running"
-    return "retried" if t.user_attrs.get("fail_reason") in RETRIED else "failed"
 
 
 def watch(h: StudyHandle, procs: list, counts: Callable[[], Counter], total: int, show: bool,
@@ -167,15 +148,3 @@ def report_timing(h: StudyHandle, import_s: float, wall_s: float, k: int, out=No
           f"storage (claim+record) {med['claim_s'] + med['record_s']:.3f} s | start-up + imports {import_s:.1f} s once "
           f"| overhead/train {overhead / max(med['train_s'], 1e-9):.2f}", file=out or sys.stderr)
     return {**med, "import_s": import_s, "wall_s": wall_s, "overhead_over_train": overhead / max(med["train_s"], 1e-9)}
-
-
-def final_counts(h: StudyHandle) -> tuple[int, Counter]:
-    """(#COMPLETE, Counter of fail reasons of final FAILs) for the summary line."""
-    complete = 0
-    reasons: Counter = Counter()
-    for t in h.trials():
-        if t.state == TrialState.COMPLETE:
-            complete += 1
-        elif is_final_failure(t):
-            reasons[t.user_attrs.get("fail_reason", "UNKNOWN")] += 1
-    return complete, reasons

@@ -37,12 +37,13 @@ class Outcome(str, Enum):
     DIVERGED = "DIVERGED"            # summary.stop_reason == DIVERGED (NaN loss)
     BAD_CONFIG = "BAD_CONFIG"        # the run refused its config (exit 2)
     CRASHED = "CRASHED"              # the run raised (exit != 0)
-    KILLED = "KILLED"                # the child died of a signal (OOM killer, SIGKILL, segfault)
+    KILLED = "KILLED"                # the child died of a signal other than SIGKILL (segfault, abort ...)
     NO_SUMMARY = "NO_SUMMARY"        # exit 0 but no readable summary.json
     NO_OBJECTIVE = "NO_OBJECTIVE"    # the objective is missing or NaN in the summary
     STALE = "STALE"                  # the worker's heartbeat stopped (worker killed); retried once
     INTERRUPTED = "INTERRUPTED"      # Ctrl-C / SIGTERM of the sweep; retried on restart
-    ENVIRONMENT = "ENVIRONMENT"      # the run could not write its result (disk full ...); retried
+    ENVIRONMENT = "ENVIRONMENT"      # not the run's fault: its result unwritable (disk full), or a SIGKILL
+                                     # we did not send (the OOM killer); retried, and again on every rerun
     SURPLUS = "SURPLUS"              # created after the grid was exhausted (a race at the very end); nothing ran
 
 
@@ -187,7 +188,10 @@ def classify(exitcode: int | None, run_dir: Path, objective: str) -> tuple[Outco
     if exitcode is None or exitcode < 0:
         sig = -(exitcode or 0)
         name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
-        return Outcome.KILLED, summary, None, f"the trial process died of signal {name}" + _tail(run_dir)
+        # The worker SIGKILLs a child only when it is interrupted, and then records INTERRUPTED without
+        # asking here: a SIGKILL seen here came from outside, in practice the kernel's OOM killer.
+        outcome = Outcome.ENVIRONMENT if sig == signal.SIGKILL else Outcome.KILLED
+        return outcome, summary, None, f"the trial process died of signal {name}" + _tail(run_dir)
     if exitcode == 3:
         return Outcome.ENVIRONMENT, summary, None, "the run could not write its result" + _tail(run_dir)
     if exitcode == 2:

@@ -33,8 +33,9 @@ from typing import Any
 from optuna.trial import TrialState
 
 from lightning_phase.summary import trial_record
+from lightning_phase.sweep.grid import RETRIED, is_final_failure
 from lightning_phase.sweep.spec import SweepSpec, ThresholdSpec
-from lightning_phase.sweep.worker import RETRIED, StudyHandle, is_final_failure
+from lightning_phase.sweep.worker import StudyHandle
 
 THRESHOLD_ATTR = "lp_threshold"
 
