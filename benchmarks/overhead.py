@@ -3,9 +3,13 @@
 Per step: the Trainer's training time (first to last step, from a callback) against a plain PyTorch loop doing
 the same full-batch steps on the same data and initial weights, timed in the same process; the final
 weights of the two agree to round-off (printed). Per trial: the time ``run.fit`` spends outside training
-(parse, data, net, Trainer, summary, logs) after a warm-up call.
+(parse, data, net, Trainer, summary, logs) after a warm-up call. Per sweep trial (``--sweep``): a small sweep
+(the phase-diagram sweep's base and callbacks, 20 steps, widths 8/32 × α̃ 1/100/10⁴, one worker), timed by the
+sweep's own ``timing:`` line; ``--against DIR`` first runs the same sweep with the package of another checkout
+(e.g. ``git worktree add /tmp/old <commit>``), so before and after are measured in one run.
 
     OMP_NUM_THREADS=1 python benchmarks/overhead.py [--steps 400] [--repeats 3]
+    OMP_NUM_THREADS=1 python benchmarks/overhead.py --sweep [--against /tmp/old] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import re
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,13 +79,68 @@ def step_ratio(steps: int, extra: list[str]) -> tuple[float, float, float]:
     return clock.seconds, t_plain, err
 
 
+SWEEP = """base: {root}/configs/lazy_vs_feature.yaml
+fixed:
+  data.n_train: 200
+  data.n_test: 500
+  data.n_kernel: 50
+  trainer.max_steps: 20
+  trainer.callbacks:
+    - class_path: lightning_phase.callbacks.NTKChange
+      init_args: {{n_points: 50}}
+    - class_path: lightning_phase.callbacks.WeightsChange
+    - class_path: lightning_phase.callbacks.TimeScale
+    - class_path: lightning_phase.callbacks.DynamicsLogger
+grid:
+  model.net.init_args.width: [8, 32]
+  model.alpha_tilde: [1, 100, 10000]
+objective: test_error
+"""
+TIMING = re.compile(r"train ([\d.]+) s \| trial process outside training ([\d.]+) s \| "
+                    r"storage \(claim\+record\) ([\d.]+) s")
+
+
+def sweep_timing(package_root: Path, study: str) -> tuple[str, tuple[float, float, float]]:
+    """Run the small sweep with the package found at ``package_root``; (its timing line, (train, outside
+    training, storage) medians per trial in seconds)."""
+    spec = Path(f"{study}.yaml")
+    spec.write_text(SWEEP.format(root=ROOT))
+    env = {**os.environ, "PYTHONPATH": str(package_root), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "lightning_phase", "sweep", str(spec), "--workers", "1",
+                          "--runs-dir", f"runs_{study}", "--storage", f"{study}.journal", "--no-progress"],
+                         capture_output=True, text=True, env=env, timeout=1800)
+    line = next((ln for ln in out.stderr.splitlines() if ln.startswith("timing:")), "")
+    m = TIMING.search(line)
+    if out.returncode != 0 or m is None:
+        raise SystemExit(f"sweep with {package_root} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+    return line, (float(m.group(1)), float(m.group(2)), float(m.group(3)))
+
+
+def main_sweep(args: argparse.Namespace) -> None:
+    roots = ([("before", Path(args.against))] if args.against else []) + [("this tree", ROOT)]
+    medians: dict[str, list[float]] = {label: [] for label, _ in roots}
+    for r in range(args.repeats):
+        for label, root in roots:   # interleaved, so both see the same machine load
+            line, (_, outside, _) = sweep_timing(root, f"s{r}_{len(medians[label])}_{label.split()[0]}")
+            medians[label].append(outside)
+            print(f"[{label}] {line}")
+    for label, values in medians.items():
+        print(f"per sweep trial outside training, {label}: median {statistics.median(values):.3f} s "
+              f"over {len(values)} sweeps of 6 trials ({', '.join(f'{v:.3f}' for v in values)})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sweep", action="store_true", help="per sweep trial, from the sweep's own timing line")
+    ap.add_argument("--against", default=None, help="with --sweep: another checkout to time first (before)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     os.chdir(tempfile.mkdtemp())
+    if args.sweep:
+        main_sweep(args)
+        return
     print(f"per step, quick start size, {args.steps} steps (best of {args.repeats}):")
     for label, extra in (("no logger", ["--trainer.logger=false"]), ("TensorBoard logger", []),
                          ("steps_per_call=10, logger", ["--model.steps_per_call=10"])):

@@ -1,6 +1,9 @@
-"""One error type for every bad value a user can type."""
+"""One error type for every bad value a user can type (ConfigError), and one for a broken contract between the
+package's parts (ContractError: a module, data module or step output without what a callback reads)."""
 
 from __future__ import annotations
+
+import math
 
 
 class ConfigError(ValueError):
@@ -12,6 +15,11 @@ class ConfigError(ValueError):
     def __init__(self, field: str, value: object, expected: str):
         self.field, self.value, self.expected = field, value, expected
         super().__init__(f"{field}: got {value!r}; expected {expected}")
+
+
+class ContractError(TypeError):
+    """A module, data module or training-step output lacks what a reader needs (lightning_phase.contracts);
+    the message names the reader, what is missing and what is there. A programming error, not bad input."""
 
 
 def check_choice(field: str, value: object, choices) -> None:
@@ -36,9 +44,7 @@ def check_positive_int(field: str, value: object, minimum: int = 1) -> int:
 
 def check_positive_float(field: str, value: object, allow_zero: bool = False) -> float:
     """Raise ConfigError unless ``value`` is a finite real number > 0 (>= 0 with ``allow_zero``)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    ok = ok and value == value and abs(value) != float("inf")
-    ok = ok and (value >= 0 if allow_zero else value > 0)
-    if not ok:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not (value >= 0 if allow_zero else value > 0):
         raise ConfigError(field, value, "a finite number " + (">= 0" if allow_zero else "> 0"))
     return float(value)

@@ -56,7 +56,8 @@ class KernelFlow(PhaseModule):
                          lr_scheduler=lr_scheduler)
         self.alpha_tilde = None  # α̃ = ∞: the summary should record the lazy limit, not α̃ = √h
         self.lazy_limit = True
-        self.jitter, self.jitter_used = check_positive_float("model.jitter", jitter), None
+        self.jitter = check_positive_float("model.jitter", jitter)
+        self.jitter_used: float | None = None  # the diagonal shift the Cholesky needed, if any
         self.theta: nn.Parameter | None = None
         self.register_buffer("x_train", None, persistent=False)
         self._features: list[tuple[Tensor, Tensor]] = []  # (x, Θ₀(x, X)C⁻ᵀ) cache, a few sets
@@ -111,9 +112,15 @@ class KernelFlow(PhaseModule):
 
     def forward(self, x: Tensor) -> Tensor:
         """F(x) = Θ₀(x, X)a, a = C⁻ᵀθ; x (P_x, ...) → (P_x,)."""
-        return self.alpha * (self.features(x) @ self.theta)
+        return self.alpha * (self.features(x) @ self._theta())
 
     def dual_coefficients(self) -> Tensor:
         """a (P,) with F(x) = Σ_ν Θ₀(x, x_ν)a_ν."""
         C = self._cholesky()
-        return torch.linalg.solve_triangular(C.T, self.theta.detach().unsqueeze(1), upper=True).squeeze(1)
+        return torch.linalg.solve_triangular(C.T, self._theta().detach().unsqueeze(1), upper=True).squeeze(1)
+
+    def _theta(self) -> nn.Parameter:
+        """θ (P,); created at ``setup``, once the training set is known."""
+        if self.theta is None:
+            raise RuntimeError("KernelFlow: θ does not exist before setup (it needs trainer.datamodule.x_train)")
+        return self.theta

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytorch_lightning as pl
 import torch
@@ -12,6 +12,7 @@ from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from lightning_phase.contracts import NetShape, PhaseModuleLike, StepOutput, net_shape, trainer_callbacks
 from lightning_phase.errors import ConfigError, check_bool, check_positive_float, check_positive_int
 from lightning_phase.losses import get_loss, margin_variable, n_delta, sample_loss
 from lightning_phase.multistep import run_steps
@@ -26,7 +27,10 @@ def _sgd(params) -> torch.optim.Optimizer:
 class PhaseModule(pl.LightningModule):
     """Trains F(w, x) = α·(f(w, x) − f(w₀, x)) with L(w) = (1/(α²P)) Σ_μ ℓ(y_μ F(w, x_μ)) (SCIENCE.md §1–2).
 
-    Give exactly one of ``alpha`` (the article's α) and ``alpha_tilde`` (α̃ = √h·α, h = ``net.width``).
+    Give exactly one of ``alpha`` (the article's α) and ``alpha_tilde`` (α̃ = √h·α, h = the net's ``width``,
+    YAML ``model.net.init_args.width``). What callbacks read from this module is typed in
+    :class:`lightning_phase.contracts.PhaseModuleLike`; ``training_step`` returns a
+    :class:`~lightning_phase.contracts.StepOutput`.
     f₀ is a frozen copy of the initial net, so F ≡ 0 at start and α²L(w₀) = ℓ(0).
     ``loss``: soft_hinge (softplus_β(1−z), β = ``loss_beta``), hinge, quadratic_hinge, cross_entropy.
     Outputs: (P,) for ±1 labels, (P, C) for C classes (integer labels; z = F_y − max_{c≠y} F_c, see
@@ -75,14 +79,19 @@ class PhaseModule(pl.LightningModule):
         self.members = check_positive_int("model.members", members)
         self.steps_per_call = check_positive_int("model.steps_per_call", steps_per_call)
         self.automatic_optimization = steps_per_call == 1  # else training_step runs its own optimiser steps
-        alphas = self._member_alphas(net, alpha, alpha_tilde)  # None, or [(α_k, α̃_k)] of α/α̃ lists
+        self.shape: NetShape = net_shape(net)  # h, L, C of one member's net
+        alphas = self._member_alphas(self.shape.width, alpha, alpha_tilde)  # None, or [(α_k, α̃_k)] of α/α̃ lists
         if alphas is not None:
             self.members = len(alphas)
         if self.members > 1:  # α lists: every member starts from the configured init (its single run's)
             net = Members.from_net(net, self.members, same_seed=alphas is not None)
         self.net = net
+        self.lazy_limit = False  # KernelFlow: the α̃ = ∞ limit
+        self.alpha: float
+        self.alpha_tilde: float | None
         if alphas is None:
-            self.alpha, self.alpha_tilde = self._resolve_alpha(net, alpha, alpha_tilde)
+            assert not isinstance(alpha, list) and not isinstance(alpha_tilde, list)  # lists give alphas
+            self.alpha, self.alpha_tilde = self._resolve_alpha(self.shape.width, alpha, alpha_tilde)
         else:
             self.alpha, self.alpha_tilde = alphas[0]  # member 0's, as summary.json's top level
         self.member_alpha = [a for a, _ in alphas] if alphas is not None else [self.alpha] * self.members
@@ -104,10 +113,12 @@ class PhaseModule(pl.LightningModule):
         self.member_flow_time = [0.0] * self.members  # t_k of each member
         self.member_active = [True] * self.members  # False once member k's stop rule fired
         self._frozen: dict[int, list[Tensor]] = {}  # member k → its parameters when it stopped
+        self._pending_freeze: list[int] = []  # members stopped in a loaded checkpoint, frozen at train start
         self._last_outputs: Tensor | None = None  # F on the training batch at the last evaluation
         self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
 
-    def _member_alphas(self, net: nn.Module, alpha: Any, alpha_tilde: Any) -> list[tuple[float, float | None]] | None:
+    def _member_alphas(self, width: int | None, alpha: Any, alpha_tilde: Any
+                       ) -> list[tuple[float, float | None]] | None:
         """[(α_k, α̃_k)] when ``model.alpha`` or ``model.alpha_tilde`` is a list (one member per value; then
         ``model.members`` is 1 or the list's length), else None."""
         field, values = ("model.alpha_tilde", alpha_tilde) if isinstance(alpha_tilde, (list, tuple)) \
@@ -123,25 +134,30 @@ class PhaseModule(pl.LightningModule):
         for v in values:
             a = v if field == "model.alpha" else None
             t = v if field == "model.alpha_tilde" else None
-            if (alpha if t is not None else alpha_tilde) is not None:
-                raise ConfigError("model.alpha/alpha_tilde", (alpha, alpha_tilde), "exactly one of the two set")
-            out.append(self._resolve_alpha(net, a, t, field))
+            other = alpha if t is not None else alpha_tilde
+            if other is not None:
+                raise ConfigError("model.alpha" if t is not None else "model.alpha_tilde", other,
+                                  f"null when {field} is set (give exactly one of the two)")
+            out.append(self._resolve_alpha(width, a, t, field))
         return out
 
     @staticmethod
-    def _resolve_alpha(net: nn.Module, alpha: float | None, alpha_tilde: float | None,
+    def _resolve_alpha(width: int | None, alpha: float | None, alpha_tilde: float | None,
                        field: str | None = None) -> tuple[float, float | None]:
-        if (alpha is None) == (alpha_tilde is None):
-            raise ConfigError("model.alpha/alpha_tilde", (alpha, alpha_tilde), "exactly one of the two set")
-        width = getattr(net, "width", None)
+        """(α, α̃) from the one given; α̃ = √h·α needs an integer width h ≥ 1. ``field``: the YAML key of a
+        list entry (``model.alpha_tilde`` or ``model.alpha``)."""
+        if alpha is None and alpha_tilde is None:
+            raise ConfigError("model.alpha_tilde", None, "a number > 0 (or model.alpha: give exactly one of the two)")
+        if alpha is not None and alpha_tilde is not None:
+            raise ConfigError("model.alpha", alpha, "null when model.alpha_tilde is set (give exactly one of the two)")
         if alpha_tilde is not None:
             alpha_tilde = check_positive_float(field or "model.alpha_tilde", alpha_tilde)
-            if not isinstance(width, int) or width < 1:
+            if width is None or width < 1:
                 raise ConfigError("model.alpha_tilde", alpha_tilde,
                                   "model.alpha instead: the net has no integer `width`")
             return alpha_tilde / math.sqrt(width), alpha_tilde
         alpha = check_positive_float(field or "model.alpha", alpha)
-        return alpha, (math.sqrt(width) * alpha if isinstance(width, int) else None)
+        return alpha, (math.sqrt(width) * alpha if width is not None else None)
 
     def alpha_of(self, out: Tensor) -> float | Tensor:
         """α for outputs ``out``: the float α, or with per-member α the (K, 1[, 1]) tensor of the α_k."""
@@ -250,12 +266,12 @@ class PhaseModule(pl.LightningModule):
         return {"loss": float(s["loss"]), "n_delta": int(s["n_delta"]), "delta_max": float(s["delta_max"]),
                 "error": float(s["error"])}
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Any]:
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> StepOutput:
         if not self.automatic_optimization:
             return run_steps(self, batch)
         return self.step_outputs(batch)
 
-    def step_outputs(self, batch: tuple[Tensor, Tensor], log: bool = True) -> dict[str, Any]:
+    def step_outputs(self, batch: tuple[Tensor, Tensor], log: bool = True) -> StepOutput:
         """One evaluation on the batch: F, α²L, N_Δ, error; ``loss`` (= L, to differentiate) and logs."""
         x, y = batch
         F_out = self(x)
@@ -274,7 +290,7 @@ class PhaseModule(pl.LightningModule):
                 "n_delta": s["n_delta"].detach(), "delta_max": s["delta_max"], "outputs": F_out.detach()}
 
     def _members_step_output(self, s: dict[str, Tensor], F_out: Tensor, batch_size: int,
-                             log: bool) -> dict[str, Any]:
+                             log: bool) -> StepOutput:
         """training_step with K members: minimise Σ_k L_k over the members still training (a stopped or
         diverged member contributes exactly 0, not 0·NaN)."""
         if log and self._logs_this_step():
@@ -417,12 +433,17 @@ class PhaseModule(pl.LightningModule):
                  "it measures on scheduled steps")):
             if value == 1:
                 continue
-            for cb in self.trainer.callbacks:
+            for cb in trainer_callbacks(self.trainer):
                 name = type(cb).__name__
                 if type(cb).__module__.startswith("lightning_phase.callbacks") and name in names:
                     raise ConfigError(field, value, f"1 with the {name} callback ({why})")
 
     def on_train_start(self) -> None:
-        for k in getattr(self, "_pending_freeze", []):
+        for k in self._pending_freeze:
             self.freeze_member(k)
         self._pending_freeze = []
+
+
+if TYPE_CHECKING:
+    def _satisfies_protocol(module: PhaseModule) -> PhaseModuleLike:
+        return module  # the type checker verifies that PhaseModule has every member of PhaseModuleLike

@@ -11,39 +11,57 @@ stop rules see every n-th step only (the measurement callbacks are refused; see 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, cast
 
+import pytorch_lightning as pl
 from torch import Tensor
 
+from lightning_phase.contracts import StepOutput, trainer_callbacks
 
-def run_steps(module: Any, batch: tuple[Tensor, Tensor]) -> dict[str, Any]:
+
+class SteppingModule(Protocol):
+    """What ``run_steps`` uses of PhaseModule beyond a LightningModule (typed here: module.py imports this
+    room, not the reverse)."""
+
+    steps_per_call: int
+
+    def step_outputs(self, batch: tuple[Tensor, Tensor], log: bool = True) -> StepOutput: ...
+
+    def after_optimizer_step(self, optimizer: Any) -> None: ...
+
+
+def run_steps(module: pl.LightningModule, batch: tuple[Tensor, Tensor]) -> StepOutput:
     """Up to ``module.steps_per_call`` optimiser steps on ``batch``; returns the last step's outputs (with
     ``stop_checked`` so that the stop rules do not check the last step twice)."""
+    from lightning_phase.callbacks.stopping import StopRules  # callbacks import the package's parts, not module
+
+    stepping = cast(SteppingModule, module)  # a PhaseModule
     trainer = module.trainer
     opt = module.optimizers()
-    stops = [cb for cb in trainer.callbacks if callable(getattr(cb, "check", None))
-             and type(cb).__name__ == "StopRules"]
-    n = module.steps_per_call
+    if isinstance(opt, list):
+        raise ValueError(f"model.steps_per_call: {len(opt)} optimisers; expected one")
+    stops = [cb for cb in trainer_callbacks(trainer) if isinstance(cb, StopRules)]
+    n = stepping.steps_per_call
     if trainer.max_steps is not None and trainer.max_steps > 0:
         n = min(n, trainer.max_steps - trainer.global_step)
-    out: dict[str, Any] = {}
+    steps: list[StepOutput] = []  # the last step's outputs
     for i in range(max(n, 1)):
         last = i == n - 1
 
         def closure(last: bool = last) -> Tensor:
             opt.zero_grad()
-            step = module.step_outputs(batch, log=last)
+            step = stepping.step_outputs(batch, log=last)
             module.manual_backward(step["loss"])
-            out.clear()
-            out.update(step)
+            steps[:] = [step]
             return step["loss"]
 
         opt.step(closure=closure)
-        module.after_optimizer_step(opt)
+        stepping.after_optimizer_step(opt)
         for stop in stops:
-            stop.check(trainer, module, out)
+            stop.check(trainer, module, steps[0])
         if trainer.should_stop:
             break
+    out = steps[0]
     out["loss"] = out["loss"].detach()
     out["stop_checked"] = True
     return out

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -30,6 +31,20 @@ class MemberFlowMixin:
 
     _members: int = 0
     _active_fn: Callable[[], list[bool]] | None = None
+    # Defined by GradientFlow (a torch Optimizer), declared here for the type checker:
+    param_groups: list[dict[str, Any]]
+    max_rejections: int
+    last_dt: float | list[float]  # a list of K with members
+    _flat: dict[str, tuple[Tensor, list[Tensor]]]
+    _F: Tensor | None
+    _loss: Tensor | None
+    _versions: list[int] | None
+    if TYPE_CHECKING:
+        def _params(self) -> list[Tensor]: ...
+
+        def _outputs(self) -> Tensor | None: ...
+
+        def _cache_valid(self, params: list[Tensor]) -> bool: ...
 
     def set_members(self, k: int, active_fn: Callable[[], list[bool]]) -> None:
         """Treat the leading axis of every parameter as K members; ``active_fn()`` says which still train."""
@@ -135,6 +150,7 @@ class MemberFlowMixin:
                 loss = closure()  # Lightning expects an evaluation; nobody moves
         self.last_dt = used
         self._versions = [p._version for p in params]
+        assert loss is not None  # the closure ran at least once in this step
         return loss
 
     @staticmethod

@@ -21,10 +21,10 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9.+~_-]")
 
 
 def _num(x: float) -> str:
-    """A short exact-enough spelling: 100 → '100', 0.001 → '0.001', 1e4 → '1e+04', ∞ → 'inf'."""
+    """A short exact-enough spelling: 100 → "100", 31.6227766 → "31.6228", 1e6 → "1e+06", ∞ → 'inf'."""
     if isinstance(x, float) and math.isinf(x):
         return "inf" if x > 0 else "-inf"
-    return f"{x:.4g}"
+    return f"{x:.6g}"
 
 
 def coordinates_name(alpha_tilde: float | None = None, width: int | None = None, depth: int | None = None,

@@ -65,33 +65,33 @@ class Heartbeat:
     mark: Callable[[FrozenTrial, float], dict[str, Any]] | None = None
 
 
-class _HeartbeatMixin(BaseHeartbeat):
+class _HeartbeatMixin(BaseStorage, BaseHeartbeat):
     """Optuna's BaseHeartbeat over any BaseStorage, with the heartbeat kept as a trial system attr."""
 
     heartbeat: Heartbeat | None = None
 
     def record_heartbeat(self, trial_id: int) -> None:
         try:
-            self.set_trial_system_attr(trial_id, HEARTBEAT_KEY, time.time())  # type: ignore[attr-defined]
+            self.set_trial_system_attr(trial_id, HEARTBEAT_KEY, time.time())
         except UpdateFinishedTrialError:
             pass   # failed as stale meanwhile (or finished): its result is refused at the end
 
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         assert self.heartbeat is not None
         stale, now = [], time.time()
-        for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):  # type: ignore
+        for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             last = t.system_attrs.get(HEARTBEAT_KEY) or (t.datetime_start.timestamp() if t.datetime_start else now)
             if now - last <= self.heartbeat.grace:
                 continue
             try:
                 for key, value in (self.heartbeat.mark(t, now - last) if self.heartbeat.mark else {}).items():
-                    self.set_trial_user_attr(t._trial_id, key, value)  # type: ignore[attr-defined]
+                    self.set_trial_user_attr(t._trial_id, key, value)
             except UpdateFinishedTrialError:
                 continue   # finished meanwhile
             stale.append(t._trial_id)
         return stale
 
-    def get_heartbeat_interval(self) -> int | None:
+    def get_heartbeat_interval(self) -> int | None:   # Optuna declares int; its heartbeat thread takes any float
         return None if self.heartbeat is None else self.heartbeat.interval  # type: ignore[return-value]
 
     def get_heartbeat_stale_trial_callback(self) -> Callable[[optuna.Study, FrozenTrial], None] | None:

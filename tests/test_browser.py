@@ -1,8 +1,10 @@
-"""A real browser over a finished run's TensorBoard: headless Chromium renders the page and it shows the run
-and its tags (not a blank page). Skipped where Chromium is absent (.ci/run installs Debian's ``chromium``)."""
+"""A real browser over a finished run's TensorBoard and over a sweep's optuna-dashboard: headless Chromium renders
+the pages and they show the run and its tags, the study and its trials (not a blank page). Skipped where
+Chromium is absent (.ci/run installs Debian's ``chromium``); the dashboard test also without optuna-dashboard."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import subprocess
@@ -62,4 +64,57 @@ def test_tensorboard_renders_the_run_and_its_tags_in_chromium(tmp_path):
         server.wait(timeout=30)
     assert f"quickstart/{run}" in dom  # the run list rendered, named by its coordinates
     assert "final/n_delta" in dom and "final/test_error" in dom  # the cards of the run's tags rendered
+    assert shot.exists() and shot.stat().st_size > 20_000  # a page with content, not a blank one
+
+
+def _text(dom: str) -> str:
+    """The page's visible text: scripts and styles dropped, tags replaced by spaces, whitespace collapsed."""
+    dom = re.sub(r"<script.*?</script>|<style.*?</style>", " ", dom, flags=re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+def test_optuna_dashboard_renders_the_study_and_its_trials_in_chromium(tmp_path):
+    pytest.importorskip("optuna_dashboard")
+    import json
+
+    from sweep_helpers import TOY, write_spec
+
+    from lightning_phase.sweep import commands
+
+    st = str(tmp_path / "s.journal")
+    spec = write_spec(tmp_path / "dash.yaml", grid={"model.net.init_args.width": [4, 16, 64],
+                                                    "model.alpha_tilde": [0.1, 1.0, 10.0]})
+    assert commands.main(["sweep", str(spec), "--storage", st, "--runner", TOY, "--no-progress"]) == 0
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-c", "from optuna_dashboard._cli import main; main()", st,
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(120):  # until the server answers with the study
+            try:
+                studies = json.loads(urllib.request.urlopen(f"{url}/api/studies", timeout=2).read())
+                (study_id,) = [s["study_id"] for s in studies["study_summaries"] if s["study_name"] == "dash"]
+                break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("optuna-dashboard did not start")
+        trials_page = _text(_chromium(tmp_path, "trials", "--dump-dom", f"{url}/dashboard/studies/{study_id}/trials")
+                            .stdout)
+        history_page = _text(_chromium(tmp_path, "history", "--dump-dom", f"{url}/dashboard/studies/{study_id}")
+                             .stdout)
+        shot = tmp_path / "dashboard.png"
+        _chromium(tmp_path, "shot", f"--screenshot={shot}", f"{url}/dashboard/studies/{study_id}")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert f"dash (id={study_id})" in trials_page and "9 Trials" in trials_page   # the study, all its trials
+    assert all(f"Trial {k} Complete" in trials_page for k in range(9))
+    # the selected trial's detail: its grid point and the summary fields as user attributes
+    for text in ("model.alpha_tilde", "model.net.init_args.width", "test_error", "n_delta", "stop_reason",
+                 "ALL_MARGINS_MET", "run_dir"):
+        assert text in trials_page, text
+    assert "History" in history_page and "Hyperparameter Importance" in history_page   # the plots rendered
+    assert "Best Trial" in history_page
     assert shot.exists() and shot.stat().st_size > 20_000  # a page with content, not a blank one

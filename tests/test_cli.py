@@ -162,4 +162,5 @@ def test_coordinates_name_is_a_safe_folder_name():
 
     assert coordinates_name(0.001, 64, 2, 500, 0) == "a~0.001_h64_L2_P500_s0"
     assert coordinates_name(float("inf"), 16, None, 40, 1, members=4) == "a~inf_h16_P40_s1_K4"
-    assert coordinates_name(1e4) == "a~1e+04" and coordinates_name() == "run"
+    assert coordinates_name(10**0.5 * 10) == "a~31.6228" and coordinates_name(1e6) == "a~1e+06"
+    assert coordinates_name() == "run"

@@ -96,3 +96,40 @@ def test_real_disk_full_in_a_sweep_then_rerun_finishes(tmp_path):
         check_exactly_once(trials(st, "full"), 6)
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_journal_heartbeat_fails_only_the_silent_trial_once_through_optuna(tmp_path):
+    """Optuna's fail_stale_trials over HeartbeatJournalStorage: the trial without heartbeat for longer than
+    the grace is marked, failed and handed to the stale callback once, also when a second process reaps;
+    the trial whose heartbeat is fresh keeps running."""
+    import time
+    import warnings
+
+    from optuna.storages import fail_stale_trials as optuna_fail_stale_trials
+    from optuna.trial import TrialState
+
+    from lightning_phase.storage import Heartbeat
+
+    def fail_stale_trials(study):
+        with warnings.catch_warnings():   # "experimental" since Optuna 2.9
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna_fail_stale_trials(study)
+
+    stale: list[int] = []
+    hb = Heartbeat(interval=0.1, grace=0.5, on_stale=lambda study, t: stale.append(t.number),
+                   mark=lambda t, silent: {"fail_reason": "STALE", "error": f"silent {silent:.1f} s"})
+    path = str(tmp_path / "hb.journal")
+    one, two = open_storage(path, hb), open_storage(path, hb)   # two processes' connections
+    study = optuna.create_study(storage=one, study_name="hb")
+    other = optuna.load_study(storage=two, study_name="hb")
+    study.enqueue_trial({})
+    study.enqueue_trial({})
+    silent, alive = study._pop_waiting_trial_id(), study._pop_waiting_trial_id()
+    fail_stale_trials(study)
+    assert not stale and one.get_trial(silent).state == TrialState.RUNNING   # within the grace: nothing
+    time.sleep(0.6)
+    one.record_heartbeat(alive)
+    fail_stale_trials(other)
+    fail_stale_trials(study)
+    assert one.get_trial(silent).state == TrialState.FAIL and one.get_trial(alive).state == TrialState.RUNNING
+    assert one.get_trial(silent).user_attrs["fail_reason"] == "STALE" and stale == [0]

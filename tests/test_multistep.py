@@ -60,7 +60,20 @@ def test_warm_cache_generates_the_mnist1d_pool_a_run_then_reuses():
 
     sources._mnist1d_arrays.cache_clear()
     assert sources.warm_cache({"dataset": "mnist1d", "n_train": 100, "n_test": 100, "data_seed": 3})
-    assert not sources.warm_cache({"dataset": "digits"})
+    assert not sources.warm_cache({"dataset": "random"})   # synthetic sets are cheap: nothing to warm
     PhaseDataModule(dataset="mnist1d", n_train=100, n_test=100, data_seed=3)
     info = sources._mnist1d_arrays.cache_info()
     assert (info.misses, info.hits) == (1, 1)  # generated once, by warm_cache
+
+
+def test_digits_are_read_once_per_process_and_each_run_gets_its_own_copy():
+    from lightning_phase.data import PhaseDataModule, sources
+
+    sources._digits_arrays.cache_clear()
+    assert sources.warm_cache({})   # digits is the default data set
+    a = PhaseDataModule(dataset="digits", n_train=50, n_test=50)
+    first = a.x_train.clone()
+    a.x_train.add_(1.0)   # a run that changes its tensors in place does not change the next run's data
+    b = PhaseDataModule(dataset="digits", n_train=50, n_test=50)
+    assert sources._digits_arrays.cache_info().misses == 1
+    torch.testing.assert_close(first, b.x_train, rtol=0, atol=0)

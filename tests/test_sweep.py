@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import math
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 from sweep_helpers import TOY, check_exactly_once, kill_and_restart, start, trials, write_spec
@@ -215,3 +216,26 @@ def test_sweep_prints_one_line_per_finished_trial_and_no_bar_off_terminal(tmp_pa
     for line in lines:
         assert "seed_everything=0" in line and "test_error=" in line and "n_delta=" in line
         assert line.endswith(" s") and ("ALL_MARGINS_MET" in line or "STEP_BUDGET" in line)
+
+
+def test_a_point_enqueued_twice_runs_once_and_the_duplicate_is_surplus(tmp_path):
+    """Two commands that enqueue the same point at once (grid.py, rule 5): the lower-numbered trial holds
+    the point, the other is recorded SURPLUS without running."""
+    from lightning_phase.storage import open_storage
+    from lightning_phase.sweep.grid import GRID_ID
+
+    st = str(tmp_path / "s.journal")
+    spec = write_spec(tmp_path / "dup.yaml", grid={"model.net.init_args.width": [2, 4]})
+    study = optuna.create_study(storage=open_storage(st), study_name="dup")
+    for _ in range(2):
+        for k, width in enumerate([2, 4]):
+            study.add_trial(optuna.trial.create_trial(
+                state=TrialState.WAITING,
+                system_attrs={"fixed_params": {"model.net.init_args.width": width}, GRID_ID: k}))
+    assert commands.main(["sweep", str(spec), "--storage", st, "--runner", TOY, "--no-progress",
+                          "--runs-dir", str(tmp_path / "runs")]) == 0
+    ts = trials(st, "dup")
+    check_exactly_once(ts, 2)
+    assert [(t.number, t.state, t.user_attrs.get("fail_reason")) for t in ts if t.number >= 2] == \
+        [(2, TrialState.FAIL, "SURPLUS"), (3, TrialState.FAIL, "SURPLUS")]
+    assert not (tmp_path / "runs" / "dup" / "trial_00002").exists()   # nothing ran

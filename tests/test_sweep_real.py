@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -110,3 +111,46 @@ def test_unsafe_study_names_are_refused(tmp_path, capsys):
     for name in ("../../x", "/abs", ".hidden", "a b"):
         assert commands.main(["sweep", spec, "--storage", str(tmp_path / "s.journal"), "--study", name]) == 2
         assert "--study" in capsys.readouterr().err
+
+
+def test_retried_trial_resumes_from_its_predecessors_checkpoint_and_ends_as_an_uninterrupted_run(tmp_path):
+    """A trial killed by SIGKILL at step 14 (after its step-12 checkpoint) is ENVIRONMENT; its retry runs
+    with --ckpt_path=<predecessor>/checkpoints/last.ckpt and ends, float64 on CPU, with exactly the weights,
+    flow time and summary of the same run trained straight through."""
+    import torch
+
+    from lightning_phase.run import fit
+
+    fixed = {"trainer.max_steps": 30, "checkpoint.every_n_steps": 4, "stop.when_fitted": False,
+             "stop.stall_window": 5, "stop.stall_rtol": 0, "model.optimizer.class_path": "torch.optim.SGD",
+             "model.optimizer.init_args.lr": 0.05}
+    st = str(tmp_path / "s.journal")
+    spec = _spec(tmp_path / "resume.yaml", grid={"seed_everything": [3]}, fixed=fixed, objective="train_loss")
+    runs = tmp_path / "runs"
+    assert commands.main(["sweep", spec, "--storage", st, "--no-progress", "--runs-dir", str(runs),
+                          "--runner", "resume_runner:run_fit_killed_once"]) == 0
+    first, retry = sorted(trials(st, "resume"), key=lambda t: t.number)
+    assert (first.state, first.user_attrs["fail_reason"]) == (TrialState.FAIL, "ENVIRONMENT")
+    assert retry.state == TrialState.COMPLETE and retry.system_attrs["retry_history"] == [first.number]
+    ckpt = runs / "resume" / f"trial_{first.number:05d}" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=False)["global_step"] == 12
+    args = yaml.safe_load((runs / "resume" / f"trial_{retry.number:05d}" / "trial_args.yaml").read_text())
+    assert f"--ckpt_path={ckpt}" in args["overrides"]
+    from lightning_phase.analysis.events import read_scalars
+
+    logged = read_scalars(runs / "resume" / f"trial_{retry.number:05d}", ["train/n_delta"])["train/n_delta"][0]
+    assert logged.min() > 12    # the retry trained on from step 12, not from step 0
+
+    straight = fit(RANDOM_BASE, [*(f"--{k}={v}" for k, v in fixed.items()), "--seed_everything=3",
+                                 f"--trainer.logger.init_args.save_dir={tmp_path / 'straight'}"])
+    resumed = json.loads((runs / "resume" / f"trial_{retry.number:05d}" / "summary.json").read_text())
+    assert resumed["steps"] == straight["steps"] == 30
+    for key in ("train_loss", "n_delta", "test_error", "train_error", "flow_time", "stop_reason"):
+        assert resumed[key] == straight[key], key
+    assert retry.value == straight["train_loss"]
+    w_resumed = torch.load(runs / "resume" / f"trial_{retry.number:05d}" / "checkpoints" / "last.ckpt",
+                           weights_only=False)
+    w_straight = torch.load(next((tmp_path / "straight").rglob("last.ckpt")), weights_only=False)
+    assert w_resumed["global_step"] == w_straight["global_step"]
+    for name, p in w_straight["state_dict"].items():
+        assert p.dtype != torch.float32 and torch.equal(p, w_resumed["state_dict"][name]), name

@@ -46,6 +46,7 @@ def stack_outputs(run_dirs: Sequence[str | os.PathLike], split: str = "test") ->
         Fs.append(F.reshape(-1, F.shape[-1]) if F.ndim > 1 else F[None])
     if not Fs:
         raise ConfigError("run_dirs", [], "at least one run directory")
+    assert y0 is not None  # set by the first run
     return np.concatenate(Fs, axis=0), y0
 
 
@@ -113,8 +114,8 @@ def variance_exponent(stacks: dict[float, np.ndarray], level: float = 0.95, n_bo
     if len(hs) < 2:
         return None
     var = np.array([output_variance(stacks[h]) for h in hs])
-    base = fit_power_law(hs, var, level=level, n_boot=n_boot, seed=seed)
-    if min(stacks[h].shape[0] for h in hs) < 3:
+    base = fit_power_law(np.asarray(hs, dtype=np.float64), var, level=level, n_boot=n_boot, seed=seed)
+    if base is None or min(stacks[h].shape[0] for h in hs) < 3:
         return base
     rng = np.random.default_rng(seed)
     boot = np.empty((n_boot, len(hs)))

@@ -84,7 +84,7 @@ def jamming_line(results: list[dict[str, Any]], p_key: str = "data.n_train",
             "slope_bracket": None, "r_star_bracket": None,
         }
         if all(x[2] for x in pts):
-            n_lo = np.array([float(x[2]) for x in pts])
+            n_lo = np.array([float(x[2] or 0.0) for x in pts])  # all set (checked above)
             rec["slope_bracket"] = [fit_through_origin(p, n_lo, level)[0], a]
             rec["r_star_bracket"] = [float(np.min(ratios)), float(np.max(p / n_lo))]
         out.append(rec)
@@ -127,7 +127,7 @@ def format_results(results: list[dict[str, Any]]) -> str:
                 ans += f"  P/N*={p / r['n_star']:.2f}" + (f" [{p / r['n_star']:.2f}, {p / n_lo:.2f})" if n_lo else "")
         mark = {"SAT": "+", "UNSAT": "-", "UNDECIDED": "?"}
         verdicts = r.get("verdicts") or {}
-        tried = ",".join(f"{w}{mark.get((verdicts.get(str(w)) or {}).get('verdict'), '-')}" for w in r["widths"])
+        tried = ",".join(f"{w}{mark.get((verdicts.get(str(w)) or {}).get('verdict') or '', '-')}" for w in r["widths"])
         lo = f"{r['bracket'][0]}?" if r.get("bracket_undecided") else str(r["bracket"][0])
         note = "  (? = UNDECIDED at the budget cap: h* may be lower)" if r.get("bracket_undecided") else ""
         lines.append(f"{g}: {ans}  bracket=({lo}, {r['bracket'][1]})  widths tried={tried}  "

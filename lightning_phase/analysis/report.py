@@ -81,7 +81,7 @@ def build_report(df: pd.DataFrame, out: Path, c: float = 1.0, lazy_factor: float
         save(F.change_vs_alpha(an.curves["t1"], an.side_fits.get("t1", {}), "mean",
                                "t₁, flow time (log scale)", "Time scale t₁", c=None), "t1_vs_alpha_tilde",
              "t₁ (first time α²L falls below half its start) against α̃ and α.")
-    if an.fluct_fit is not None:
+    if an.fluct_fit is not None and an.fluct is not None and an.fluct_alpha is not None:
         g = an.fluct[np.isclose(an.fluct["alpha_tilde"], an.fluct_alpha)].sort_values("width")
         save(F.power_law_points(g["width"].to_numpy(), g["variance"].to_numpy(), an.fluct_fit,
                                 "width h (log scale)", "Var over seeds of test outputs F (log scale)",
@@ -114,7 +114,8 @@ def _fit_obj(d: dict[str, Any] | None):
     if not d:
         return None
     keys = PowerLawFit.__dataclass_fields__
-    return PowerLawFit(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in keys})
+    args: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in keys}
+    return PowerLawFit(**args)
 
 
 def _three_alphas(an) -> tuple[float | None, float | None, float | None]:

@@ -88,17 +88,18 @@ class PowerLawFit:
                 f"x in [{self.x_range[0]:.3g}, {self.x_range[1]:.3g}], {self.n_points} points)")
 
 
-def fit_power_law(x: Sequence[float], y: Sequence[float], x_range: tuple[float, float] | None = None,
+def fit_power_law(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray,
+                  x_range: tuple[float, float] | None = None,
                   level: float = DEFAULT_LEVEL, n_boot: int = DEFAULT_BOOT, seed: int = 0) -> PowerLawFit | None:
     """Fit y = A·x^b by least squares in log–log on the rows with x > 0, y > 0 (finite) and x inside
     ``x_range`` (inclusive; None = all). Rows with equal x are replicates of one point. Returns None when
     fewer than 2 distinct x remain. Interval: module doc."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    xs = np.asarray(x, dtype=np.float64)
+    ys = np.asarray(y, dtype=np.float64)
+    keep = np.isfinite(xs) & np.isfinite(ys) & (xs > 0) & (ys > 0)
     if x_range is not None:
-        keep &= (x >= x_range[0]) & (x <= x_range[1])
-    lx, ly = np.log(x[keep]), np.log(y[keep])
+        keep &= (xs >= x_range[0]) & (xs <= x_range[1])
+    lx, ly = np.log(xs[keep]), np.log(ys[keep])
     points, inverse = np.unique(lx, return_inverse=True)
     if points.size < 2:
         return None

@@ -22,7 +22,7 @@ def tails_figure(delta: np.ndarray, fit: TailFit) -> Figure:
         centres, dens = log_histogram(values, n_total=len(delta))
         ok = dens > 0
         ax.loglog(centres[ok], dens[ok], "o", ms=3, color=color, label=label)
-        if a is not None and len(values):
+        if a is not None and u is not None and len(values):
             v = np.geomspace(values.min(), u, 50)
             ax.loglog(v, (k / len(delta)) * (a + 1) * v**a / u ** (a + 1), "-", color=color,
                       label=f"fit: exponent {a:+.2f}")

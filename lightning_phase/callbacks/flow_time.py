@@ -12,8 +12,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 
-from lightning_phase.callbacks.progress import final_values
+from lightning_phase.callbacks.progress import final_values, member0_time
 from lightning_phase.callbacks.schedule import tensorboard
+from lightning_phase.contracts import phase_module, step_output
 
 TAGS = ("flow_time/train/loss", "flow_time/train/n_delta")
 
@@ -46,15 +47,16 @@ class FlowTimeScalars(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        every = max(int(trainer.log_every_n_steps), 1)
-        if not isinstance(outputs, dict) or "n_delta" not in outputs or trainer.global_step % every:
+        every = max(int(trainer.log_every_n_steps), 1)  # type: ignore[attr-defined]  # set by LoggerConnector
+        if trainer.global_step % every:
             return
-        if getattr(pl_module, "steps_per_call", 1) > 1:
+        step_out = step_output(outputs, "FlowTimeScalars")
+        if phase_module(pl_module, "FlowTimeScalars").steps_per_call > 1:
             return  # the outputs' own step and t are not tracked inside a call; the end point is still written
         # SGD/Adam evaluate before their update (at the previous step's t); GradientFlow at the new point.
         opt = trainer.optimizers[0] if trainer.optimizers else None
         new_point = bool(getattr(opt, "evaluates_at_new_point", False))
-        loss, n_delta = outputs["loss_value"], outputs["n_delta"]
+        loss, n_delta = step_out["loss_value"], step_out["n_delta"]
         if n_delta.dim() == 1:
             loss, n_delta = loss[0], n_delta[0]
         step = trainer.global_step if new_point else trainer.global_step - 1
@@ -67,7 +69,4 @@ class FlowTimeScalars(pl.Callback):
 
 
 def _t(pl_module: pl.LightningModule) -> float:
-    times = getattr(pl_module, "member_flow_time", None)
-    if times and getattr(pl_module, "members", 1) > 1:
-        return float(times[0])
-    return float(getattr(pl_module, "flow_time", 0.0))
+    return member0_time(phase_module(pl_module, "FlowTimeScalars"))

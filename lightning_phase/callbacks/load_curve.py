@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
 
 from lightning_phase.callbacks.schedule import LogSpacedSchedule, ScheduledCallback, full_set, tensorboard
 from lightning_phase.errors import ConfigError, check_choice, check_positive_int
@@ -34,7 +35,7 @@ class LoadCurve(ScheduledCallback):
         self.names: list[str] = []
         self.history: list[tuple[int, list[float]]] = []  # (step, log D_ℓ)
         self.final: dict[str, Any] = {}
-        self._xy = None
+        self._xy: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, y) probe set, from on_train_start
 
     @property
     def state_key(self) -> str:
@@ -58,6 +59,7 @@ class LoadCurve(ScheduledCallback):
         super().on_train_start(trainer, pl_module)
 
     def measure(self, trainer, pl_module, step: int) -> dict[str, float]:
+        assert self._xy is not None  # set by on_train_start, before any measure
         x, y = self._xy
         net = pl_module.net
         training = net.training

@@ -53,7 +53,7 @@ class Margins(ScheduledCallback):
         self.k_min, self.n_boot, self.seed = k_min, n_boot, seed
         self.fit: dict[str, Any] = {}
         self.member_fits: list[dict[str, Any]] = []
-        self._xy = None
+        self._xy: tuple[torch.Tensor, torch.Tensor] | None = None  # (x, y) training set, from on_train_start
 
     @property
     def state_key(self) -> str:
@@ -65,6 +65,7 @@ class Margins(ScheduledCallback):
         super().on_train_start(trainer, pl_module)
 
     def _delta(self, pl_module) -> torch.Tensor:
+        assert self._xy is not None  # set by on_train_start, before any measure
         x, y = self._xy
         with torch.no_grad():
             return margins(pl_module(x), y)  # (P,), or (K, P) with members

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -16,7 +16,7 @@ from lightning_phase.callbacks.schedule import (
 from lightning_phase.errors import ConfigError, check_choice, check_positive_int
 from lightning_phase.observables import kernel_change, kernel_stats, ntk
 from lightning_phase.observables.members import kernel_change_members, kernel_stats_members, ntk_members
-from lightning_phase.observables.ntk import NTK_METHODS
+from lightning_phase.observables.ntk import NTK_METHODS, Method
 
 
 class NTKChange(ScheduledCallback):
@@ -36,11 +36,11 @@ class NTKChange(ScheduledCallback):
         super().__init__(schedule)
         self.n_points = check_positive_int("NTKChange.n_points", n_points, minimum=2)
         check_choice("NTKChange.method", method, NTK_METHODS)
-        self.method = method
+        self.method = cast(Method, method)  # one of them: checked above
         self.theta_0: torch.Tensor | None = None
         self.stats_0: dict[str, float] = {}
         self.member_stats_0: list[dict[str, float]] = []
-        self._x = None
+        self._x: torch.Tensor | None = None  # the kernel set (P_k, ...), rank 0, from on_train_start
 
     @property
     def state_key(self) -> str:
@@ -62,7 +62,7 @@ class NTKChange(ScheduledCallback):
     def on_train_start(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             self._x = full_set(trainer, pl_module, "x_kernel", self.n_points)  # (P_k, ...)
-            if self.theta_0 is None and n_members(pl_module) > 1:
+            if self.theta_0 is None and n_members(pl_module) > 1:  # (not when restored from a checkpoint)
                 self.theta_0 = ntk_members(pl_module.net0, self._x, method=self.method)  # (K, P_k, P_k)
                 _, self.member_stats_0 = member_metrics(kernel_stats_members(self.theta_0))
                 self.stats_0 = self.member_stats_0[0]
@@ -72,11 +72,13 @@ class NTKChange(ScheduledCallback):
         super().on_train_start(trainer, pl_module)
 
     def measure(self, trainer, pl_module, step: int) -> dict[str, float]:
+        assert self._x is not None and self.theta_0 is not None  # set by on_train_start, before any measure
         theta = ntk(pl_module.net, self._x, method=self.method)
         return {"ntk/rel_change": kernel_change(self.theta_0, theta),
                 **{f"ntk/{k}": v for k, v in kernel_stats(theta).items()}}
 
     def measure_members(self, trainer, pl_module, step: int) -> dict[str, torch.Tensor]:
+        assert self._x is not None and self.theta_0 is not None  # set by on_train_start, before any measure
         theta = ntk_members(pl_module.net, self._x, method=self.method)  # (K, P_k, P_k)
         return {"ntk/rel_change": kernel_change_members(self.theta_0, theta),
                 **{f"ntk/{k}": v for k, v in kernel_stats_members(theta).items()}}

@@ -10,6 +10,7 @@ from pytorch_lightning.callbacks import ProgressBar
 from tqdm.auto import tqdm
 
 from lightning_phase.callbacks.schedule import full_set
+from lightning_phase.contracts import PhaseModuleLike, phase_data, phase_module, step_output, trainer_datamodule
 
 
 class StepProgressBar(ProgressBar):
@@ -54,12 +55,12 @@ class StepProgressBar(ProgressBar):
         if self.bar is None or trainer.global_step % self.refresh_rate:
             return
         self.bar.n = trainer.global_step
-        if isinstance(outputs, dict) and "n_delta" in outputs:
-            loss, n_delta = outputs["loss_value"], outputs["n_delta"]
-            if n_delta.dim() == 1:  # members: member 0, as in summary.json's top level
-                loss, n_delta = loss[0], n_delta[0]
-            self.bar.set_postfix(loss=f"{float(loss):.3e}", n_delta=int(n_delta),
-                                 t=f"{_member0_time(pl_module):.3g}", refresh=False)
+        step = step_output(outputs, "StepProgressBar")
+        loss, n_delta = step["loss_value"], step["n_delta"]
+        if n_delta.dim() == 1:  # members: member 0, as in summary.json's top level
+            loss, n_delta = loss[0], n_delta[0]
+        self.bar.set_postfix(loss=f"{float(loss):.3e}", n_delta=int(n_delta),
+                             t=f"{member0_time(phase_module(pl_module, 'StepProgressBar')):.3g}", refresh=False)
         self.bar.refresh()
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -85,19 +86,19 @@ class StepProgressBar(ProgressBar):
             self.bar = None
 
 
-def _member0_time(pl_module: pl.LightningModule) -> float:
-    times = getattr(pl_module, "member_flow_time", None)
-    return float(times[0]) if times and getattr(pl_module, "members", 1) > 1 else float(
-        getattr(pl_module, "flow_time", 0.0))
+def member0_time(module: PhaseModuleLike) -> float:
+    """Flow time t of the run (member 0's t₀ with members)."""
+    return float(module.member_flow_time[0]) if module.members > 1 else float(module.flow_time)
 
 
 def final_values(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
     """α²L and N_Δ on the whole training set at the final weights (member 0's with members), and t."""
-    out: dict[str, Any] = {"loss": float("nan"), "n_delta": None, "t": _member0_time(pl_module)}
-    dm = trainer.datamodule
-    if dm is None or not hasattr(dm, "x_train") or not hasattr(pl_module, "evaluate"):
+    module = phase_module(pl_module, "final_values")
+    out: dict[str, Any] = {"loss": float("nan"), "n_delta": None, "t": member0_time(module)}
+    if trainer_datamodule(trainer) is None:  # fit on loaders: no full training set
         return out
-    ev = pl_module.evaluate(full_set(trainer, pl_module, "x_train"), full_set(trainer, pl_module, "y_train"))
+    phase_data(trainer, "final_values")
+    ev = module.evaluate(full_set(trainer, pl_module, "x_train"), full_set(trainer, pl_module, "y_train"))
     loss, n_delta = ev["loss"], ev["n_delta"]
     if isinstance(loss, list):
         loss, n_delta = loss[0], n_delta[0]

@@ -11,6 +11,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
+from lightning_phase.contracts import trainer_datamodule
 from lightning_phase.errors import ConfigError, check_positive_int
 
 
@@ -40,14 +41,20 @@ class LogSpacedSchedule:
 
 
 def log_metrics(trainer: pl.Trainer, metrics: dict[str, float], step: int) -> None:
-    """Write scalars to every logger of the trainer at ``step`` (rank 0 only: loggers are rank-zero)."""
+    """Write scalars to every logger of the trainer at ``step``, on rank 0 only (a logger need not be
+    rank-zero itself; tests/test_callback_contract.py checks that no callback logs elsewhere)."""
+    if not trainer.is_global_zero:
+        return
     metrics = {k: float(v) for k, v in metrics.items() if v is not None and math.isfinite(float(v))}
     for logger in trainer.loggers:
         logger.log_metrics(metrics, step=step)
 
 
 def tensorboard(trainer: pl.Trainer):
-    """The SummaryWriter of the trainer's TensorBoardLogger, or None (histograms and figures are skipped)."""
+    """The SummaryWriter of the trainer's TensorBoardLogger, or None (histograms and figures are skipped);
+    None off rank 0."""
+    if not trainer.is_global_zero:
+        return None
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
             return logger.experiment
@@ -155,8 +162,8 @@ class ScheduledCallback(pl.Callback):
 def full_set(trainer: pl.Trainer, pl_module: pl.LightningModule, name: str, n: int | None = None):
     """``trainer.datamodule.<name>[:n]`` moved to the module's device and its parameters' dtype (x, ±1 labels;
     integer class labels keep their dtype). ConfigError if the data module has no such tensor."""
-    dm = trainer.datamodule
-    t = getattr(dm, name, None) if dm is not None else None
+    dm = trainer_datamodule(trainer)
+    t = getattr(dm, name, None)  # one of the PhaseDataLike tensors (x_train, y_test, x_kernel, ...)
     if t is None:
         raise ConfigError("data", type(dm).__name__, f"a data module with a tensor `{name}`")
     dtype = next(pl_module.parameters()).dtype if t.is_floating_point() else t.dtype  # class labels: int64

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
+
+import torch
 
 from lightning_phase.callbacks.schedule import LogSpacedSchedule, ScheduledCallback, full_set
 from lightning_phase.errors import ConfigError, check_choice, check_positive_float, check_positive_int
-from lightning_phase.observables.diffeo import relative_stability, temperature_for_displacement
+from lightning_phase.observables.diffeo import Agg, Interp, relative_stability, temperature_for_displacement
 
 
 class DiffeoStability(ScheduledCallback):
@@ -33,10 +35,11 @@ class DiffeoStability(ScheduledCallback):
             "DiffeoStability.temperature", temperature)
         check_choice("DiffeoStability.interp", interp, ("linear", "nearest"))
         check_choice("DiffeoStability.agg", agg, ("mean", "median"))
-        self.interp, self.agg = interp, agg
+        self.interp, self.agg = cast(Interp, interp), cast(Agg, agg)  # checked above
         self.seed = check_positive_int("DiffeoStability.seed", seed, minimum=0)
         self.r0: float | None = None
-        self._x = self._shape = None
+        self._x: torch.Tensor | None = None  # probe images (P, C·H·W), from on_train_start
+        self._shape: tuple[int, ...] | None = None  # (C, H, W)
 
     @property
     def state_key(self) -> str:
@@ -64,17 +67,23 @@ class DiffeoStability(ScheduledCallback):
             self._shape = tuple(trainer.datamodule.input_shape)
         super().on_train_start(trainer, pl_module)
 
+    def _image_shape(self) -> tuple[int, ...]:
+        assert self._shape is not None  # set by on_train_start, before any measure
+        return self._shape
+
     def temperature_used(self) -> float:
         return self.temperature if self.temperature is not None else temperature_for_displacement(
-            self.delta, self._shape[-1], self.cutoff)
+            self.delta, self._image_shape()[-1], self.cutoff)
 
     def measure(self, trainer, pl_module, step: int) -> dict[str, float]:
         net = pl_module.net
         training = net.training
         net.eval()
+        assert self._x is not None  # set by on_train_start, before any measure
         try:
+            image_shape = cast("tuple[int, int, int]", self._image_shape())  # (C, H, W): checked by check_data
             s = relative_stability(net, self._x, self.temperature_used(), self.cutoff, self.n_samples,
-                                   self.interp, self.agg, self.seed, image_shape=self._shape)
+                                   self.interp, self.agg, self.seed, image_shape=image_shape)
         finally:
             net.train(training)
         if self.r0 is None:

@@ -18,8 +18,14 @@ import torch
 from pytorch_lightning.utilities import rank_zero_warn
 
 from lightning_phase.callbacks.schedule import full_set, log_metrics
+from lightning_phase.contracts import (
+    PhaseModuleLike,
+    StepOutput,
+    phase_module,
+    step_output,
+    trainer_datamodule,
+)
 from lightning_phase.errors import ConfigError, check_bool, check_positive_float, check_positive_int
-from lightning_phase.losses import margins
 from lightning_phase.observables.jamming import (
     DELTA_TOL,
     UNSAT_MIN_STEPS,
@@ -57,12 +63,10 @@ def stall_check(history: list[float], window: int, rtol: float) -> bool:
 def _full_delta(trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[torch.Tensor, torch.Tensor]:
     """(Δ = 1 − z on the full training set at the current weights, x_train): Δ (P,) or (K, P) with members;
     z = yF, or F_y − max_{c≠y} F_c for class labels (the module's ``margin_and_loss``)."""
+    module = phase_module(pl_module, "StopRules")
     x, y = full_set(trainer, pl_module, "x_train"), full_set(trainer, pl_module, "y_train")
     with torch.no_grad():
-        F_out = pl_module(x)
-        if callable(getattr(pl_module, "margin_and_loss", None)):
-            return 1 - pl_module.margin_and_loss(F_out, y)[0], x
-        return margins(F_out, y), x
+        return 1 - module.margin_and_loss(module(x), y)[0], x
 
 
 class StopRules(pl.Callback):
@@ -125,7 +129,8 @@ class StopRules(pl.Callback):
         self.convergence = LossConvergence(unsat_rtol, unsat_min_steps)
         self.converged = False
         self.decision: dict[str, Any] = {}
-        self._sat_check: tuple | None = None  # (trainer, module, member index or None) while deciding
+        # (trainer, module, member index or None) while deciding
+        self._sat_check: tuple[pl.Trainer, pl.LightningModule, int | None] | None = None
         self.reason: StopReason | None = None
         self._history: list[float] = []
         self._t_start = 0.0
@@ -177,37 +182,36 @@ class StopRules(pl.Callback):
         if self._sat_check is None:
             return True
         trainer, pl_module, k = self._sat_check
-        dm = trainer.datamodule
-        if dm is None or getattr(dm, "x_train", None) is None:
+        if getattr(trainer_datamodule(trainer), "x_train", None) is None:  # fit on loaders: no full set
             return True
         delta, _ = _full_delta(trainer, pl_module)  # (P,) or (K, P) with members
         d_max = float((delta if k is None else delta[k]).max())
         return d_max <= self.delta_tol
 
     @staticmethod
-    def _delta_max(trainer: pl.Trainer, outputs: dict[str, Any]) -> torch.Tensor | None:
+    def _delta_max(trainer: pl.Trainer, outputs: StepOutput) -> torch.Tensor:
         """max Δ of the batch, () or (K,), over all ranks (a second reduction, under DDP only)."""
-        delta_max = outputs.get("delta_max")
-        if delta_max is None:
-            return None
-        delta_max = delta_max.detach().double()
+        delta_max = outputs["delta_max"].detach().double()
         if trainer.world_size > 1:
             delta_max = trainer.strategy.reduce(delta_max.clone(), reduce_op="max")
         return delta_max
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not isinstance(outputs, dict) or outputs.get("stop_checked"):  # steps_per_call > 1: checked per step
+        step = step_output(outputs, "StopRules")  # ContractError naming the keys there, never a silent skip
+        if step.get("stop_checked"):  # steps_per_call > 1: checked after each inner step
             return
-        self.check(trainer, pl_module, outputs)
+        self.check(trainer, pl_module, step)
 
-    def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: dict[str, Any]) -> None:
-        """Apply the rules to one step's outputs (``loss_value``, ``n_delta``); sets ``trainer.should_stop``.
-        Called at each batch end, or by PhaseModule after each of its ``steps_per_call`` inner steps."""
-        if "n_delta" not in outputs or trainer.global_step % self.check_every:
+    def check(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: StepOutput) -> None:
+        """Apply the rules to one step's outputs (``loss_value``, ``n_delta``, ``delta_max``); sets
+        ``trainer.should_stop``. Called at each batch end, or by PhaseModule after each of its
+        ``steps_per_call`` inner steps."""
+        module = phase_module(pl_module, "StopRules")
+        if trainer.global_step % self.check_every:
             return
         if outputs["n_delta"].dim() == 1:
-            self._members_batch_end(trainer, pl_module, outputs)
+            self._members_batch_end(trainer, pl_module, module, outputs)
             return
         # One tensor, one reduction, one device sync: [α²L, N_Δ] summed over ranks (loss averaged).
         stats = torch.stack([outputs["loss_value"].double(), outputs["n_delta"].double()])
@@ -216,16 +220,16 @@ class StopRules(pl.Callback):
         delta_max = self._delta_max(trainer, outputs)
         self._sat_check = (trainer, pl_module, None)
         try:
-            reason = self._decide(loss, n_delta, float(getattr(pl_module, "flow_time", 0.0)),
-                                  time.monotonic() - self._t_start,
-                                  None if delta_max is None else float(delta_max), trainer.global_step)
+            reason = self._decide(loss, n_delta, module.flow_time, time.monotonic() - self._t_start,
+                                  float(delta_max), trainer.global_step)
         finally:
             self._sat_check = None
         if reason is not None:
             self.reason = reason
             trainer.should_stop = True
 
-    def _members_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any) -> None:
+    def _members_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, module: PhaseModuleLike,
+                           outputs: StepOutput) -> None:
         """The rules of each member k on its own α²L_k, N_Δ,k and clock t_k; freeze the ones that fire."""
         k_all = outputs["n_delta"].shape[0]
         if self._member_rules is None:
@@ -233,26 +237,26 @@ class StopRules(pl.Callback):
             for _ in range(k_all):
                 self._member_rules.append(self._member_copy([]))
             self.member_reasons, self.member_steps = [None] * k_all, [None] * k_all
-        stats = torch.stack([outputs["loss_value"].double(), outputs["n_delta"].double()])  # (2, K), one sync
-        stats = trainer.strategy.reduce(stats, reduce_op="sum").tolist()
-        delta_max = self._delta_max(trainer, outputs)
-        delta_max = None if delta_max is None else delta_max.tolist()
+        member_reasons, member_steps = self.member_reasons, self.member_steps
+        assert member_reasons is not None and member_steps is not None  # set with _member_rules
+        stats_t = torch.stack([outputs["loss_value"].double(), outputs["n_delta"].double()])  # (2, K), one sync
+        stats: list[list[float]] = trainer.strategy.reduce(stats_t, reduce_op="sum").tolist()
+        delta_max: list[float] = self._delta_max(trainer, outputs).tolist()
         wall = time.monotonic() - self._t_start
         for k, rules in enumerate(self._member_rules):
-            if not pl_module.member_active[k]:
+            if not module.member_active[k]:
                 continue
             rules._sat_check = (trainer, pl_module, k)
             try:
                 reason = rules._decide(stats[0][k] / trainer.world_size, int(stats[1][k]),
-                                       pl_module.member_flow_time[k], wall,
-                                       None if delta_max is None else delta_max[k], trainer.global_step)
+                                       module.member_flow_time[k], wall, delta_max[k], trainer.global_step)
             finally:
                 rules._sat_check = None
             if reason is not None:
-                self.member_reasons[k], self.member_steps[k] = reason, trainer.global_step
-                pl_module.freeze_member(k)
-        if not any(pl_module.member_active):
-            self.reason = self.member_reasons[0]
+                member_reasons[k], member_steps[k] = reason, trainer.global_step
+                module.freeze_member(k)
+        if not any(module.member_active):
+            self.reason = member_reasons[0]
             trainer.should_stop = True
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -260,8 +264,8 @@ class StopRules(pl.Callback):
             max_steps = trainer.max_steps
             self.reason = StopReason.STEP_BUDGET if max_steps > 0 and trainer.global_step >= max_steps \
                 else StopReason.INTERRUPTED
-        if self.member_reasons is not None:  # members still training when the loop ended share its reason
-            for k, r in enumerate(self.member_reasons):
+        if self.member_reasons is not None and self.member_steps is not None:
+            for k, r in enumerate(self.member_reasons):  # members still training when the loop ended: its reason
                 if r is None:
                     self.member_reasons[k], self.member_steps[k] = self.reason, trainer.global_step
             self.reason = self.member_reasons[0]
@@ -279,20 +283,18 @@ class StopRules(pl.Callback):
     def _final_decision(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """fit_state and its fields from Δ on the full training set (rank 0), dead points from the NTK diagonal
         (single nets: a members net is batched, its diagonal is not computed)."""
-        dm = trainer.datamodule
-        if dm is None or getattr(dm, "x_train", None) is None:
+        if getattr(trainer_datamodule(trainer), "x_train", None) is None:  # fit on loaders: no full set
             return
+        module = phase_module(pl_module, "StopRules")
         delta, x = _full_delta(trainer, pl_module)  # (P,), or (K, P) with members
         if delta.dim() == 2:
             rules = self._member_rules or [self] * delta.shape[0]
             recs = [decision_record(delta[k], rules[k].converged, self.delta_tol) for k in range(delta.shape[0])]
             self.decision = {**recs[0], "member_fit_state": [r["fit_state"] for r in recs]}
             return
-        net = getattr(pl_module, "net", None)
         # dead points for a trained single-output net (a class axis would need one diagonal per class)
-        trained = isinstance(net, torch.nn.Module) and not getattr(pl_module, "lazy_limit", False) \
-            and getattr(net, "out_dim", 1) == 1
-        self.decision = decision_record(delta, self.converged, self.delta_tol, net if trained else None, x)
+        trained = not module.lazy_limit and module.shape.out_dim == 1
+        self.decision = decision_record(delta, self.converged, self.delta_tol, module.net if trained else None, x)
         n_dead = self.decision["margins_n_dead"]
         if n_dead is not None:
             log_metrics(trainer, {"margins/n_dead": n_dead}, trainer.global_step)
@@ -304,7 +306,7 @@ class StopRules(pl.Callback):
         out: dict[str, Any] = {"stop_reason": (self.reason or StopReason.INTERRUPTED).value, **self.decision}
         if self.member_reasons is not None:
             out["member_stop"] = [{"stop_reason": (r or StopReason.INTERRUPTED).value, "steps": s}
-                                  for r, s in zip(self.member_reasons, self.member_steps, strict=True)]
+                                  for r, s in zip(self.member_reasons, self.member_steps or [], strict=True)]
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import pytorch_lightning as pl
 import torch
 
 from lightning_phase.callbacks.schedule import full_set
+from lightning_phase.contracts import (
+    PhaseDataLike,
+    PhaseModuleLike,
+    data_record,
+    phase_data,
+    phase_module,
+    trainer_callbacks,
+    trainer_datamodule,
+)
+from lightning_phase.nets.members import Members
 from lightning_phase.summary import (
     OUTPUTS_FILE,
     SCHEMA_VERSION,
@@ -20,6 +31,22 @@ from lightning_phase.summary import (
     write_json_atomic,
     write_npz_atomic,
 )
+
+
+@runtime_checkable
+class SummaryFields(Protocol):
+    """A callback whose ``summary()`` fields RunSummary merges into summary.json (each documented in
+    docs/summary.md)."""
+
+    def summary(self) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class MemberSummaryFields(Protocol):
+    """A callback with per-member summary fields (``model.members`` K > 1): ``member_summaries()[k]`` goes
+    into summary.json's ``members[k]`` (None: nothing to add)."""
+
+    def member_summaries(self) -> list[dict[str, Any]] | None: ...
 
 
 def run_dir(trainer: pl.Trainer) -> str | None:
@@ -73,40 +100,38 @@ class RunSummary(pl.Callback):
         log_dir = run_dir(trainer)
         if not trainer.is_global_zero or log_dir is None:
             return
-        net = getattr(pl_module, "net", None)
-        dm = trainer.datamodule
+        module = phase_module(pl_module, "RunSummary")
+        dm: PhaseDataLike | None = None if trainer_datamodule(trainer) is None else phase_data(trainer, "RunSummary")
+        shape = module.shape
         rec: dict[str, Any] = {
             "schema_version": SCHEMA_VERSION,
             "status": status,
             "config": self.config,
             "config_hash": config_hash(self.config),
-            "n_params": getattr(pl_module, "n_params", None),
-            "width": getattr(net, "width", None),
-            "depth": getattr(net, "depth", None),
-            "alpha": getattr(pl_module, "alpha", None),
-            "alpha_tilde": getattr(pl_module, "alpha_tilde", None),
-            "lazy_limit": bool(getattr(pl_module, "lazy_limit", False)),  # KernelFlow: α̃ = ∞
-            "loss": getattr(pl_module, "loss_name", None),
+            "n_params": module.n_params,
+            "width": shape.width,
+            "depth": shape.depth,
+            "alpha": module.alpha,
+            "alpha_tilde": module.alpha_tilde,
+            "lazy_limit": module.lazy_limit,  # KernelFlow: α̃ = ∞
+            "loss": module.loss_name,
             "seed": self.seed,
-            "data_seed": getattr(dm, "data_seed", None),
-            "dataset": getattr(dm, "dataset", None),
-            "labels": getattr(dm, "labels", None),
-            "out_dim": getattr(net, "out_dim", None),
-            "n_train": getattr(dm, "n_train", None),
+            **data_record(dm),  # data_seed, dataset, labels, n_train
+            "out_dim": shape.out_dim,
             "run_dir": str(log_dir),
             "steps": trainer.global_step,
-            "flow_time": getattr(pl_module, "flow_time", None),
+            "flow_time": module.flow_time,
             "precision": str(trainer.precision),
             "wall_seconds": time.monotonic() - self._t0,
             "versions": package_versions(),
         }
-        evals: dict[str, dict[str, list]] = {}
-        if dm is not None and hasattr(pl_module, "evaluate") and hasattr(dm, "x_train"):
+        evals: dict[str, dict[str, Any]] = {}
+        if dm is not None:
             for split in ("train", "test"):
                 x, y = full_set(trainer, pl_module, f"x_{split}"), full_set(trainer, pl_module, f"y_{split}")
                 if len(y) == 0:
                     continue
-                ev = pl_module.evaluate(x, y)
+                ev = module.evaluate(x, y)
                 if isinstance(ev["loss"], list):  # members: one value per member
                     evals[split] = ev
                     continue
@@ -114,13 +139,13 @@ class RunSummary(pl.Callback):
                 if split == "train":
                     rec["n_delta"] = ev["n_delta"]
                     rec["n_delta_over_p"] = None if ev["n_delta"] is None else ev["n_delta"] / max(len(y), 1)
-        for cb in trainer.callbacks:
-            if cb is not self and callable(getattr(cb, "summary", None)):
+        for cb in trainer_callbacks(trainer):
+            if cb is not self and isinstance(cb, SummaryFields):
                 rec.update(cb.summary())
-        if getattr(pl_module, "members", 1) > 1:
-            per_member = [cb.member_summaries() for cb in trainer.callbacks
-                          if cb is not self and callable(getattr(cb, "member_summaries", None))]
-            _member_records(rec, pl_module, evals, len(getattr(dm, "y_train", [])),
+        if module.members > 1:
+            per_member = [cb.member_summaries() for cb in trainer_callbacks(trainer)
+                          if cb is not self and isinstance(cb, MemberSummaryFields)]
+            _member_records(rec, module, evals, 0 if dm is None else len(dm.y_train),
                             [m for m in per_member if m is not None])
         rec.update(extra or {})
         if rec.get("stop_reason") == "DIVERGED":
@@ -128,7 +153,7 @@ class RunSummary(pl.Callback):
         self._log_hparams(trainer, rec)
         self.path = Path(log_dir) / SUMMARY_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if status != "crashed" and dm is not None and hasattr(dm, "x_train"):
+        if status != "crashed" and dm is not None:
             try:
                 write_npz_atomic(self.path.with_name(OUTPUTS_FILE), final_outputs(trainer, pl_module))
             except Exception as exc:  # the summary must be written even if the outputs cannot be
@@ -164,16 +189,18 @@ class RunSummary(pl.Callback):
             rec["hparams_error"] = f"{type(exc).__name__}: {exc}"
 
 
-def _member_records(rec: dict[str, Any], pl_module: pl.LightningModule, evals: dict[str, dict[str, list]],
-                    n_train: int, callbacks: list[list[dict[str, Any]]] = ()) -> None:
+def _member_records(rec: dict[str, Any], pl_module: PhaseModuleLike, evals: dict[str, dict[str, Any]],
+                    n_train: int, callbacks: Sequence[list[dict[str, Any]]] = ()) -> None:
     """rec["members"]: one single-run record per member (with the measurement callbacks' per-member fields,
     ``callbacks[i][k]``); the top-level fields of those names = member 0's."""
     k_all = pl_module.members
     stops = rec.pop("member_stop", None) or [{"stop_reason": rec.get("stop_reason"), "steps": rec.get("steps")}] * k_all
-    seeds = getattr(pl_module.net, "seeds", None) or [(None, None)] * k_all
+    net = pl_module.net
+    seeds = net.seeds if isinstance(net, Members) else None  # [(source, init seed)] per member
     members = []
     for k in range(k_all):
-        m: dict[str, Any] = {"member": k, "seed": seeds[k][1], "seed_source": seeds[k][0],
+        m: dict[str, Any] = {"member": k, "seed": seeds[k][1] if seeds else None,
+                             "seed_source": seeds[k][0] if seeds else None,
                              "alpha": pl_module.member_alpha[k], "alpha_tilde": pl_module.member_alpha_tilde[k],
                              "flow_time": pl_module.member_flow_time[k], **stops[k]}
         for split, ev in evals.items():
@@ -196,8 +223,9 @@ def final_outputs(trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[st
     ``kernel_y``. F has the module's output shape: (P,) for one net, a leading members axis (M, P) where
     the module trains several; y is (P,). Rank 0 only (called from RunSummary)."""
     out: dict[str, np.ndarray] = {}
+    dm = phase_data(trainer, "final_outputs")
     for split in ("train", "test", "kernel"):
-        if getattr(trainer.datamodule, f"x_{split}", None) is None:
+        if getattr(dm, f"x_{split}", None) is None:  # the kernel split is optional
             continue
         x, y = full_set(trainer, pl_module, f"x_{split}"), full_set(trainer, pl_module, f"y_{split}")
         if len(y) == 0 and split == "kernel":

@@ -7,6 +7,7 @@ from typing import Any
 import pytorch_lightning as pl
 
 from lightning_phase.callbacks.schedule import LogSpacedSchedule, full_set, log_metrics
+from lightning_phase.contracts import phase_module, step_output
 from lightning_phase.observables import output_norm, t1
 
 
@@ -34,28 +35,29 @@ class TimeScale(pl.Callback):
         return self._generate_state_key(points_per_decade=self.schedule.points_per_decade)
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if self.loss0 is None and callable(getattr(pl_module, "evaluate", None)):
+        module = phase_module(pl_module, "TimeScale")
+        if self.loss0 is None:
             x, y = full_set(trainer, pl_module, "x_train"), full_set(trainer, pl_module, "y_train")
-            self.t0, self.loss0 = float(pl_module.flow_time), pl_module.evaluate(x, y)["loss"]
+            self.t0, self.loss0 = float(module.flow_time), module.evaluate(x, y)["loss"]
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._t_before = float(pl_module.flow_time)
+        self._t_before = float(phase_module(pl_module, "TimeScale").flow_time)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if not isinstance(outputs, dict) or "loss_value" not in outputs:
-            return
+        step_out = step_output(outputs, "TimeScale")
+        # GradientFlow evaluates its last closure at the new point (``evaluates_at_new_point``); SGD/Adam before
         after = any(getattr(opt, "evaluates_at_new_point", False) for opt in trainer.optimizers)
-        t = float(pl_module.flow_time) if after else self._t_before
+        t = float(phase_module(pl_module, "TimeScale").flow_time) if after else self._t_before
         step = trainer.global_step if after else trainer.global_step - 1  # the state that was evaluated
         if self.t1 is None:
-            loss = float(outputs["loss_value"])
-            if self.loss0 is None:  # a module without evaluate(): the first evaluated state
+            loss = float(step_out["loss_value"])
+            if self.loss0 is None or self.t0 is None:  # not measured at train start: the first evaluated state
                 self.t0, self.loss0 = t, loss
             self.t1 = t1([self.t0, t], [self.loss0, loss])
             if self.t1 is not None:
                 log_metrics(trainer, {"time/t1": self.t1}, step)
-        if self.schedule(step) and "outputs" in outputs:
-            F_out = outputs["outputs"]  # (P,), or (P, C) for C classes: ‖F_μ‖ over the classes first
+        if self.schedule(step):
+            F_out = step_out["outputs"]  # (P,), or (P, C) for C classes: ‖F_μ‖ over the classes first
             norm = float(output_norm(F_out.norm(dim=-1) if F_out.dim() > 1 else F_out))
             log_metrics(trainer, {"time/flow_time": t, "time/output_norm": norm}, step)
 

@@ -130,6 +130,7 @@ class PhaseDataModule(pl.LightningDataModule):
         else:
             from lightning_phase.data.vision import load_vision_pool
 
+            assert self.root is not None  # check_root set it for a torchvision data set
             x, classes, shape = load_vision_pool(self.dataset, self.root, self.download)
         self.pool_size = len(x)
         if self.n_total > self.pool_size:

@@ -50,6 +50,10 @@ class FullyConnected(RecordsInitArgs, nn.Module):
         sizes = [self.input_dim] + [self.width] * self.depth + [self.out_dim]
         self.layers = nn.ModuleList(NTKLinear(a, b, bias, generator=g) for a, b in zip(sizes[:-1], sizes[1:]))
 
+    def linear_layers(self) -> list[NTKLinear]:
+        """The L + 1 layers, input to readout (``self.layers`` typed for the checker)."""
+        return [layer for layer in self.layers if isinstance(layer, NTKLinear)]
+
     def forward(self, x: Tensor) -> Tensor:
         a = x.flatten(1)  # (P, d)
         for layer in self.layers[:-1]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -137,7 +138,7 @@ class Members(nn.Module):
 
     def _forward_fc(self, x: Tensor) -> Tensor:
         """The FullyConnected forward with a member axis: a (P, d) → z (K, P, h) → … → (K, P)."""
-        net = self.template
+        net: Any = self.template  # a FullyConnected (self._fc): its layers and act are read
         params = dict(zip(self.param_names, self.stacked))
         a = x.flatten(1)  # (P, d), shared by the members
         n_layers = len(net.layers)

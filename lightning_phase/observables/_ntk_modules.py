@@ -80,7 +80,7 @@ def _per_sample_grads(m: nn.Module) -> Callable[[Tensor, Tensor], Tensor]:
     params = {k: p.detach() for k, p in m.named_parameters(recurse=False)}
 
     def one(a: Tensor, b: Tensor):
-        _, pull = vjp(lambda p: functional_call(m, p, (a.unsqueeze(0),)), params)
+        pull = vjp(lambda p: functional_call(m, p, (a.unsqueeze(0),)), params)[1]
         return pull(b.unsqueeze(0))[0]  # dict name → param-shaped gradient
 
     batched = vmap(one)

@@ -213,7 +213,8 @@ def relative_stability(net: Callable[[Tensor], Tensor], x: Tensor, temperature: 
     f_x = call(imgs)
     f_tau, f_eta = [], []
     for _ in range(n_samples):
-        tau = sample_displacement(len(imgs), tuple(imgs.shape[-2:]), temperature, cutoff, g, imgs.dtype, imgs.device)
+        hw = (int(imgs.shape[-2]), int(imgs.shape[-1]))
+        tau = sample_displacement(len(imgs), hw, temperature, cutoff, g, imgs.dtype, imgs.device)
         x_def = apply_displacement(imgs, tau, interp)
         f_tau.append(call(x_def))
         f_eta.append(call(imgs + matched_noise(imgs, x_def, g)))

@@ -53,6 +53,7 @@ def _fit_side(v: np.ndarray, k_min: int, k: int | None, n_grid: int = 40,
         take = d < best_d if cutoff == "csn" else np.sqrt(kk) * d < _KS_10PCT
         if chosen is None or take:
             chosen, best_d = (a1 - 1.0, int(kk), float(v[kk])), min(best_d, d)
+    assert chosen is not None  # the first candidate k is always taken
     return chosen
 
 
@@ -106,13 +107,16 @@ def tail_exponents(delta: Tensor | np.ndarray, k: int | None = None, k_min: int 
     d = delta.detach().cpu().double().numpy() if isinstance(delta, Tensor) else np.asarray(delta, float)
     d = d.reshape(-1)
     rng = np.random.default_rng(seed)
-    out = {}
+    out: dict[str, tuple[float | None, float | None, int, float | None, int]] = {}  # (exponent, err, k, u, n)
     for side, v, sign in (("pos", d[d > 0], 1.0), ("neg", -d[d < 0], -1.0)):
         if len(v) <= max(k_min, 2) or (k is not None and len(v) <= 2):
             out[side] = (None, None, 0, None, len(v))
             continue
         a, kk, u = _fit_side(v, k_min, k, cutoff=cutoff)
-        boots = bootstrap(lambda idx, v=v: _fit_side(v[idx], k_min, k, cutoff=cutoff)[0], len(v), n_boot, rng)
+        def exponent(idx: np.ndarray, v: np.ndarray = v) -> float:
+            return _fit_side(v[idx], k_min, k, cutoff=cutoff)[0]
+
+        boots = bootstrap(exponent, len(v), n_boot, rng)
         err = float(np.std(boots, ddof=1)) if n_boot > 1 else None
         out[side] = (sign * a, err, kk, u, len(v))
     (th, the, kp, up, npos), (ga, gae, kn, un, nneg) = out["pos"], out["neg"]

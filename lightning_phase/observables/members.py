@@ -36,13 +36,15 @@ def _members_fc_signals(net: Members, x: Tensor) -> tuple[list[Tensor], list[Ten
     (K, P, n_in) and B_ℓ = ∂f_k/∂z_ℓ (K, P, C·n_out), C outputs stacked on the feature axis. One backward
     per output gives every member's and sample's gradient (members and samples do not interact)."""
     template = net.template
+    assert isinstance(template, FullyConnected)  # the caller checked it
+    layers = template.linear_layers()
     k_all = net.members
     params = dict(zip(net.param_names, net.stacked, strict=True))
-    n_layers = len(template.layers)
+    n_layers = len(layers)
     with torch.enable_grad():
         a = x.flatten(1).detach().expand(k_all, -1, -1)  # (K, P, d), shared input
         A, Z = [], []
-        for i, layer in enumerate(template.layers):
+        for i, layer in enumerate(layers):
             w = params[f"layers.{i}.weight"].detach().requires_grad_(False)  # (K, n_out, n_in)
             A.append(a.detach() / math.sqrt(layer.n_in))
             if i == 0:
@@ -69,12 +71,13 @@ def ntk_members(net: Members, x: Tensor, method: Method = "auto") -> Tensor:
     if isinstance(template, FullyConnected) and method in ("auto", "layerwise"):
         A, B = _members_fc_signals(net, x)
         theta = None
-        for layer, a, b in zip(template.layers, A, B, strict=True):
+        for layer, a, b in zip(template.linear_layers(), A, B, strict=True):
             aa = a @ a.transpose(1, 2)  # (K, P, P)
             if layer.bias is not None:
                 aa += layer.bias_scale**2
             term = (b @ b.transpose(1, 2)).mul_(aa)
             theta = term if theta is None else theta.add_(term)
+        assert theta is not None  # a FullyConnected net has at least two layers
         return theta
     return torch.stack([ntk(net.member(k), x, method=method) for k in range(net.members)])
 
@@ -109,7 +112,8 @@ def weights_change_members(net: Members, net0: Members, width: int | None = None
         layer = name.rsplit(".", 1)[0] if "." in name else name
         num[layer] = num.get(layer, 0) + (w - w0).pow(2).flatten(1).sum(1)  # (K,)
         den[layer] = den.get(layer, 0) + w0.pow(2).flatten(1).sum(1)
-    out = {"total": scale * (sum(num.values()) / sum(den.values())).sqrt()}
+    total = torch.stack(list(num.values())).sum(0) / torch.stack(list(den.values())).sum(0)  # (K,)
+    out = {"total": scale * total.sqrt()}
     for layer in num:
         out[layer] = torch.where(den[layer] > 0, scale * (num[layer] / den[layer]).sqrt(),
                                  torch.full_like(den[layer], math.inf))

@@ -101,11 +101,12 @@ def _fc_signals(net: FullyConnected, x: Tensor) -> tuple[list[Tensor], list[Tens
     with torch.enable_grad():
         a = x.flatten(1).detach().requires_grad_(True)  # (P, d); the graph reaches Z even for a frozen net
         A, Z = [], []
-        for i, layer in enumerate(net.layers):
+        layers = net.linear_layers()
+        for i, layer in enumerate(layers):
             A.append(a.detach() / layer.n_in**0.5)  # ∂z_ℓ/∂W_ℓ = a/√n_in
             z = layer(a)  # (P, n_out)
             Z.append(z)
-            a = net.act(z) if i < len(net.layers) - 1 else z
+            a = net.act(z) if i < len(layers) - 1 else z
         f = a  # (P, K)
         # per-sample ∂f_k/∂z_ℓ (samples do not interact), outputs stacked on the feature axis: (P, K·n_out)
         Bk = [torch.autograd.grad(f[:, k].sum(), Z, retain_graph=k + 1 < f.shape[1]) for k in range(f.shape[1])]
@@ -115,12 +116,13 @@ def _fc_signals(net: FullyConnected, x: Tensor) -> tuple[list[Tensor], list[Tens
 def _fc_gram(net: FullyConnected, A1, B1, A2, B2) -> Tensor:
     """Σ_ℓ (B_ℓB'_ℓᵀ)∘(A_ℓA'_ℓᵀ + b_ℓ²) for one block of rows (A1, B1) and columns (A2, B2)."""
     theta = None
-    for layer, a1, b1, a2, b2 in zip(net.layers, A1, B1, A2, B2, strict=True):
+    for layer, a1, b1, a2, b2 in zip(net.linear_layers(), A1, B1, A2, B2, strict=True):
         aa = a1 @ a2.T  # (P, P') weight part: (BBᵀ)∘(AAᵀ)
         if layer.bias is not None:
             aa += layer.bias_scale**2  # bias part: b²·BBᵀ
         term = (b1 @ b2.T).mul_(aa)
         theta = term if theta is None else theta.add_(term)
+    assert theta is not None  # a FullyConnected net has at least two layers
     return theta
 
 
@@ -181,7 +183,7 @@ def ntk_diagonal(net: nn.Module, x: Tensor, chunk: int | None = None) -> Tensor:
     if isinstance(net, FullyConnected):
         A, B = _fc_signals(net, x)
         diag = torch.zeros(len(x), dtype=A[0].dtype, device=x.device)
-        for layer, a, b in zip(net.layers, A, B, strict=True):
+        for layer, a, b in zip(net.linear_layers(), A, B, strict=True):
             aa = a.pow(2).sum(1)  # (P,)
             if layer.bias is not None:
                 aa = aa + layer.bias_scale**2

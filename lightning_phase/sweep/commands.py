@@ -130,8 +130,8 @@ def _warm_data(base: dict, fixed: dict) -> None:
 def cmd_run(args) -> int:
     from lightning_phase.sweep import launch, threshold
     from lightning_phase.sweep.grid import point_status
-    from lightning_phase.sweep.runner import preload
-    from lightning_phase.sweep.worker import write_base
+    from lightning_phase.sweep.runner import preload, warm_build
+    from lightning_phase.sweep.worker import trial_overrides, write_base
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     spec, runner, opts, make_study = _prepare(args)
@@ -140,7 +140,8 @@ def cmd_run(args) -> int:
     _warm_data(spec.base, spec.fixed)
     _check_configs(args.runner, spec)
     h = make_study()
-    write_base(spec, opts.runs_dir)
+    base = write_base(spec, opts.runs_dir)
+    warm_build(args.runner, base, trial_overrides(spec, check_points(spec)[0], opts.runs_dir, "warm-up"))
     show = not args.no_progress
     print(f"{args.command} {spec.name}: storage {describe(args.storage)}, {args.workers} worker(s), "
           f"runs in {opts.runs_dir / spec.name}", file=sys.stderr)

@@ -144,7 +144,7 @@ def run(sweep, spec: CrossoverSpec, args) -> int:
         done: dict[int, dict[float, float]] = {w: {} for w in spec.widths}
         for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
             w, a = t.params.get(WIDTH_KEY), t.params.get(ALPHA_KEY)
-            if w in done and t.value is not None:
+            if w in done and a is not None and t.value is not None:
                 done[w][a] = t.value
         todo = []
         for w in spec.widths:

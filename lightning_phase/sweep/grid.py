@@ -188,4 +188,5 @@ def suggest(trial: optuna.Trial, key: str, values: list[Any]) -> Any:
         return trial.suggest_categorical(key, dist.choices)
     if isinstance(dist, IntDistribution):
         return trial.suggest_int(key, dist.low, dist.high, log=dist.log)
+    assert isinstance(dist, FloatDistribution)  # grid_distribution gives one of the three
     return trial.suggest_float(key, dist.low, dist.high, log=dist.log)

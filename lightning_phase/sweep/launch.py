@@ -11,6 +11,7 @@ import time
 import warnings
 from collections import Counter
 from collections.abc import Callable
+from typing import Literal, cast
 
 import optuna
 from optuna.storages import BaseStorage
@@ -36,7 +37,8 @@ def ensure_study(storage: BaseStorage, spec: SweepSpec, max_retries: int = 3) ->
         existing = True
     except KeyError:
         existing = False
-    study = optuna.create_study(storage=storage, study_name=spec.name, direction=spec.direction,
+    direction = cast(Literal["minimize", "maximize"], spec.direction)  # one of the two: checked by the spec
+    study = optuna.create_study(storage=storage, study_name=spec.name, direction=direction,
                                 sampler=sampler_for(spec), load_if_exists=True)
     stored = study.user_attrs.get(SPEC_ATTR)
     if existing and stored is not None and stored != mine:
@@ -78,6 +80,7 @@ def watch(h: StudyHandle, procs: list, counts: Callable[[], Counter], total: int
                file=sys.stderr)
     seen: set[int] = set()
     old = signal.signal(signal.SIGTERM, lambda s, f: (_ for _ in ()).throw(KeyboardInterrupt()))
+    old_int = signal.getsignal(signal.SIGINT)
     try:
         while any(p.is_alive() for p in procs) and not (done is not None and done()):
             _report_finished(h, seen, bar, show)
@@ -87,15 +90,21 @@ def watch(h: StudyHandle, procs: list, counts: Callable[[], Counter], total: int
         _update(bar, counts())
         return True
     except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)    # a second Ctrl-C must not leave workers behind
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for p in procs:
             if p.is_alive():
                 p.terminate()  # SIGTERM → KeyboardInterrupt in the worker → its trial INTERRUPTED
         for p in procs:
             p.join(timeout=30)
+            if p.is_alive():   # stuck: killed; its trial process dies with it (PR_SET_PDEATHSIG)
+                p.kill()
+                p.join()
         return False
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
 
 
 def trial_line(t: FrozenTrial, objective: str) -> str:

@@ -223,7 +223,8 @@ def _parse_threshold(raw: Any, grid: dict[str, list]) -> ThresholdSpec:
     data_seed_key = raw.get("data_seed_key")
     if data_seed_key is not None:
         data_seed_key = check_dotted_key("threshold.data_seed_key", data_seed_key)
-    spec = ThresholdSpec(seeds=tuple(seeds), width_min=wmin, width_max=wmax, width_key=width_key,
+    spec = ThresholdSpec(seeds=tuple(int(s) for s in seeds if isinstance(s, int)),  # all ints: checked above
+                         width_min=wmin, width_max=wmax, width_key=width_key,
                          seed_key=seed_key, max_doublings=doublings, budget_key=budget_key,
                          budget_max=budget_max, data_seed_key=data_seed_key)
     keys = [spec.width_key, spec.seed_key] + ([spec.budget_key] if budget_max is not None else []) \
@@ -257,7 +258,7 @@ def expand_values(fieldname: str, spec: Any) -> list[GridValue]:
     return list(values)
 
 
-def _expand_form(fieldname: str, form: str, args: Any) -> list[GridValue]:
+def _expand_form(fieldname: str, form: str, args: Any) -> list[Any]:
     def is_num(x):
         return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 

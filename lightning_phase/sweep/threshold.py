@@ -81,13 +81,20 @@ def groups(spec: SweepSpec) -> list[dict[str, Any]]:
     return spec.points() if spec.grid else [{}]
 
 
+def _threshold(spec: SweepSpec) -> ThresholdSpec:
+    """The ``threshold:`` section of a threshold study's spec."""
+    if spec.threshold is None:
+        raise ValueError(f"study {spec.name}: not a threshold study (no threshold: section)")
+    return spec.threshold
+
+
 def _key(group: dict[str, Any]) -> str:
     return json.dumps(group, sort_keys=True)
 
 
 def base_budget(spec: SweepSpec) -> Any:
     """The budget (``threshold.budget_key``) of a run without a rerun: from ``fixed``, else from ``base``."""
-    key = spec.threshold.budget_key
+    key = _threshold(spec).budget_key
     if key in spec.fixed:
         return spec.fixed[key]
     node: Any = spec.base
@@ -101,7 +108,7 @@ def base_budget(spec: SweepSpec) -> Any:
 def collect(h: StudyHandle) -> dict[tuple[str, int, int], list]:
     """(group key, width, seed) → [(budget, trial), ...] of that run, retried (STALE/INTERRUPTED) FAILs left out;
     budget = the run's ``budget_key`` (the base's unless it is a rerun)."""
-    thr = h.spec.threshold
+    thr = _threshold(h.spec)
     budget0 = base_budget(h.spec)
     out: dict[tuple[str, int, int], list] = {}
     for t in h.trials():
@@ -162,7 +169,7 @@ def width_verdict(states: list[str]) -> str:
 
 def step(h: StudyHandle) -> tuple[bool, list[dict[str, Any]]]:
     """One look: enqueue the next width's missing runs of every group; (all finished?, per-group results)."""
-    thr = h.spec.threshold
+    thr = _threshold(h.spec)
     runs = collect(h)
     finished, results = True, []
     for group in groups(h.spec):
@@ -178,7 +185,7 @@ def step(h: StudyHandle) -> tuple[bool, list[dict[str, Any]]]:
                                           skip_if_exists=False)
                 states.append(state)
             if all(st is not None for st in states):
-                v = width_verdict(states)
+                v = width_verdict([st for st in states if st is not None])  # all set (checked above)
                 fitted[w] = v == SAT
                 verdicts[w] = {"verdict": v, **{k: states.count(k) for k in (SAT, UNSAT, UNDECIDED, FAILED)}}
             else:

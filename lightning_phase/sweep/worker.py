@@ -77,20 +77,18 @@ def sampler_for(spec: SweepSpec) -> optuna.samplers.BaseSampler:
 
 
 def trial_params(h: StudyHandle, trial: optuna.Trial, frozen: FrozenTrial) -> dict[str, Any]:
-    """The trial's point (its enqueued params), each suggested under :func:`grid.grid_distribution` so
-    that Optuna's tools sort and scale numeric keys."""
+    """The trial's point (its enqueued ``fixed_params``), each value suggested under
+    :func:`grid.grid_distribution` of the values its key can take, so that Optuna's tools sort and scale
+    numeric keys."""
+    values = dict(h.spec.grid)
     thr = h.spec.threshold
-    if thr is None:
-        return {k: grid.suggest(trial, k, h.spec.grid[k]) for k in sorted(h.spec.grid)}
+    if thr is not None:
+        values.update({thr.seed_key: list(thr.seeds), thr.width_key: [1, 2 ** 30]})   # widths: bisection's
+        values[thr.budget_key] = [1, thr.budget_max or 1]        # a rerun of an UNDECIDED run, budget doubled
+        if thr.data_seed_key is not None:                         # each seed its own data set
+            values[thr.data_seed_key] = list(thr.seeds)
     fixed = frozen.system_attrs.get("fixed_params") or {}
-    params = {k: grid.suggest(trial, k, h.spec.grid[k]) for k in sorted(h.spec.grid) if k in fixed}
-    params[thr.seed_key] = grid.suggest(trial, thr.seed_key, list(thr.seeds))
-    params[thr.width_key] = grid.suggest(trial, thr.width_key, [1, 2 ** 30])   # widths are bisection's choice
-    if thr.budget_key in fixed and thr.budget_max is not None:   # a rerun of an UNDECIDED run, budget doubled
-        params[thr.budget_key] = grid.suggest(trial, thr.budget_key, [1, thr.budget_max])
-    if thr.data_seed_key is not None and thr.data_seed_key in fixed:   # each seed its own data set
-        params[thr.data_seed_key] = grid.suggest(trial, thr.data_seed_key, list(thr.seeds))
-    return params
+    return {k: grid.suggest(trial, k, values[k]) for k in sorted(fixed)}
 
 
 def trial_overrides(spec: SweepSpec, params: dict[str, Any], runs_dir: Path, version: str) -> list[str]:
@@ -146,8 +144,7 @@ def run_one(h: StudyHandle, opts: WorkerOptions, runner: Runner, trial_id: int, 
         with get_heartbeat_thread(trial_id, st):   # Optuna's heartbeat thread, started after the fork
             record = _wait(proc, opts.poll)
     except KeyboardInterrupt:
-        stop_child(proc)
-        _fail_and_retry(h, trial_id, Outcome.INTERRUPTED, "sweep interrupted", opts.max_retries)
+        stop_child(proc)   # the trial is recorded INTERRUPTED by work()
         raise
     t_child = time.time() - t_fork
     outcome, summary, value, reason = classify(proc.exitcode, run_dir, h.spec.objective)
@@ -189,7 +186,7 @@ def _wait(proc, poll: float) -> dict[str, Any]:
 def _record(h: StudyHandle, trial_id: int, outcome: Outcome, reason: str, value: float | None = None) -> None:
     st = h.storage
     if outcome is Outcome.OK:
-        st.set_trial_state_values(trial_id, TrialState.COMPLETE, [value])
+        st.set_trial_state_values(trial_id, TrialState.COMPLETE, None if value is None else [value])
         return
     st.set_trial_user_attr(trial_id, "fail_reason", outcome.value)
     st.set_trial_user_attr(trial_id, "error", reason)
@@ -219,7 +216,10 @@ def work(h: StudyHandle, opts: WorkerOptions, runner: Runner, stop=None) -> int:
         if tid is not None:
             try:
                 run_one(h, opts, runner, tid, t_claim)
-            except (KeyboardInterrupt, UpdateFinishedTrialError):
+            except KeyboardInterrupt:   # unless recorded already: INTERRUPTED, and its point enqueued again
+                _fail_and_retry(h, tid, Outcome.INTERRUPTED, "sweep interrupted", opts.max_retries)
+                raise
+            except UpdateFinishedTrialError:
                 raise
             except Exception as exc:   # a bug or a storage hiccup: fail this trial, keep the worker
                 traceback.print_exc()
@@ -235,6 +235,10 @@ def work(h: StudyHandle, opts: WorkerOptions, runner: Runner, stop=None) -> int:
 
 
 def raise_keyboard_interrupt(signum, frame):
+    """SIGINT/SIGTERM → one KeyboardInterrupt; later ones are ignored, so that recording the trial
+    INTERRUPTED is not itself interrupted (Ctrl-C reaches the worker, then the command's SIGTERM)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -244,6 +248,7 @@ def worker_main(storage_url: str | None, spec: SweepSpec, study_name: str, opts:
     from lightning_phase.storage import open_storage
 
     signal.signal(signal.SIGTERM, raise_keyboard_interrupt)
+    signal.signal(signal.SIGINT, raise_keyboard_interrupt)
     try:
         storage = open_storage(storage_url, heartbeat(opts))
         study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler_for(spec))
