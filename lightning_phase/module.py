@@ -219,10 +219,10 @@ class PhaseModule(pl.LightningModule):
         if y is not None:
             single = out.dim() == (1 if self.members == 1 else 2)  # no class axis
             if not y.is_floating_point() and (single or out.shape[-1] <= int(y.max())):
-                raise ConfigError("model.net.out_dim", 1 if single else out.shape[-1],
+                raise ConfigError("model.net.init_args.out_dim", 1 if single else out.shape[-1],
                                   "the number of classes C of data.labels: class (filled from the data)")
             if y.is_floating_point() and not single:
-                raise ConfigError("model.net.out_dim", out.shape[-1], "1 for ±1 labels (data.labels: parity)")
+                raise ConfigError("model.net.init_args.out_dim", out.shape[-1], "1 for ±1 labels (data.labels: parity)")
 
     # ---- loss and statistics -------------------------------------------------------------------
     def margin_and_loss(self, F_out: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:

@@ -76,20 +76,21 @@ class GradientFlow(MemberFlowMixin, torch.optim.Optimizer):
         max_time: float | None = None,
         max_rejections: int = 30,
     ):
-        check_positive_float("optimizer.max_dgrad", max_dgrad)
-        check_positive_float("optimizer.max_dout", max_dout)
-        check_positive_float("optimizer.dt", dt)
+        check_positive_float("model.optimizer.init_args.max_dgrad", max_dgrad)
+        check_positive_float("model.optimizer.init_args.max_dout", max_dout)
+        check_positive_float("model.optimizer.init_args.dt", dt)
         if momentum_tau is not None:
-            check_positive_float("optimizer.momentum_tau", momentum_tau)
+            check_positive_float("model.optimizer.init_args.momentum_tau", momentum_tau)
         if max_time is not None:
-            check_positive_float("optimizer.max_time", max_time)
-        check_positive_int("optimizer.max_rejections", max_rejections)
+            check_positive_float("model.optimizer.init_args.max_time", max_time)
+        check_positive_int("model.optimizer.init_args.max_rejections", max_rejections)
         defaults = dict(max_dgrad=float(max_dgrad), max_dout=float(max_dout), momentum_tau=momentum_tau,
                         max_time=max_time, dt=float(dt), time=0.0, n_accepted=0, n_rejected=0,
                         d_grad=0.0, d_out=0.0)
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
-            raise ConfigError("optimizer.params", f"{len(self.param_groups)} groups", "one parameter group")
+            raise ConfigError("model.optimizer.init_args.params", f"{len(self.param_groups)} groups",
+                              "one parameter group")
         self.max_rejections = max_rejections
         self.last_dt = 0.0  # dt of the last step() (0 if it did not move); read by PhaseModule for t
         self._outputs_fn: Callable[[], Tensor] | None = None

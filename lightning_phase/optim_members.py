@@ -50,7 +50,8 @@ class MemberFlowMixin:
         """Treat the leading axis of every parameter as K members; ``active_fn()`` says which still train."""
         group = self.param_groups[0]
         if group["momentum_tau"] is not None:
-            raise ConfigError("optimizer.momentum_tau", group["momentum_tau"], "null with model.members > 1")
+            raise ConfigError("model.optimizer.init_args.momentum_tau", group["momentum_tau"],
+                              "null with model.members > 1")
         for p in group["params"]:
             if p.dim() == 0 or p.shape[0] != k:
                 raise ConfigError("model.members", k, "parameters with a leading member axis of that size")

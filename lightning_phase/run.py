@@ -24,12 +24,12 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytorch_lightning as pl
 import yaml
 from pytorch_lightning.callbacks import ProgressBar
-from pytorch_lightning.cli import LightningCLI, SaveConfigCallback
+from pytorch_lightning.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from lightning_phase.callbacks import RunSummary, StepProgressBar, StopRules
 from lightning_phase.callbacks.checkpoint import PeriodicCheckpoint
@@ -117,11 +117,37 @@ class PhaseCLI(LightningCLI):
                                                         else [] if given is None else [given])
         resolved = self.config.clone()
         resolved.pop("config", None)
+        # fit --ckpt_path <run>/checkpoints/last.ckpt continues in <run>, not in a new folder
+        resume_in_run_dir(config.get("logger"), resolved.get("ckpt_path"))
         # runs/<name>/a~1_h64_L2_P500_s0 rather than version_N: TensorBoard's run selector shows the coordinates
         name_run(config.get("logger"), self.model, self.datamodule, resolved.get("seed_everything"))
         callbacks.append(FlowTimeScalars())  # TensorBoard curves against t (no-op without a TensorBoardLogger)
         callbacks.append(RunSummary(config=resolved.as_dict(), seed=resolved.get("seed_everything")))
         return super()._instantiate_trainer(config, callbacks)
+
+
+def checkpoint_run_dir(ckpt_path: str | None) -> Path | None:
+    """The run dir of a checkpoint ``<run dir>/checkpoints/<file>.ckpt`` (None for a checkpoint elsewhere)."""
+    if not ckpt_path:
+        return None
+    path = Path(ckpt_path)  # as given (a relative run dir stays relative), resolved only where it must be
+    if path.parent.name != "checkpoints":
+        path = path.resolve()
+    return path.parent.parent if path.parent.name == "checkpoints" else None
+
+
+def resume_in_run_dir(logger: Any, ckpt_path: str | None) -> None:
+    """Point a TensorBoardLogger whose version is not set in the config at the run dir of ``ckpt_path``, so
+    that a resumed run writes into its own folder: TensorBoard reads the new events file beside the old
+    ones, summary.json and config.yaml are overwritten at the end, checkpoints/last.ckpt is updated. A
+    version set in the config (sweep trials: ``trial_NNNNN``) is kept."""
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    run = checkpoint_run_dir(ckpt_path)
+    loggers = logger if isinstance(logger, (list, tuple)) else [logger]
+    for lg in loggers:
+        if run is not None and isinstance(lg, TensorBoardLogger) and lg._version is None:
+            lg._root_dir, lg._name, lg._version = str(run.parent.parent), run.parent.name, run.name
 
 
 class _SaveChecked:
@@ -142,7 +168,8 @@ class SaveResolvedConfig(SaveConfigCallback):
     """Lightning's ``config.yaml`` writer, without the second validation (see :class:`_SaveChecked`)."""
 
     def __init__(self, parser: Any, config: Any, *args: Any, **kwargs: Any):
-        super().__init__(_SaveChecked(parser), config, *args, **kwargs)
+        # a proxy with the parser's interface (only its save differs)
+        super().__init__(cast(LightningArgumentParser, _SaveChecked(parser)), config, *args, **kwargs)
 
 
 @dataclass
@@ -160,16 +187,48 @@ class Run:
 
 
 def config_args(config: Config = None, overrides: Sequence[str] = ()) -> list[str]:
-    """The argument list of a run: ``--config <file or YAML text>`` then the overrides, in order."""
+    """The argument list of a run: ``--config <file or YAML text>`` then the overrides, in order (a nested
+    ``--key=null`` as a config fragment: :func:`null_overrides`)."""
     args: list[str] = []
     if isinstance(config, dict):
         args += ["--config", yaml.safe_dump(config, sort_keys=False)]
     elif config is not None:
         args += ["--config", str(config)]
-    return args + [str(a) for a in overrides]
+    return args + null_overrides([str(a) for a in overrides])
 
 
-def _cli(args: list[str], prog: str = "lightning-phase fit") -> PhaseCLI:
+_NULLS = ("null", "Null", "NULL", "~")
+
+
+def null_overrides(args: list[str]) -> list[str]:
+    """``--a.b.c=null`` (or ``--a.b.c null``) with two dots or more → ``--config '{a: {b: {c: null}}}'``.
+
+    jsonargparse (4.53) passes a nested override into a class argument on as ``--c=<value>`` formatted with
+    ``str``, so an already parsed null arrives as the string 'None' and ``--model.net.init_args.seed=null``
+    fails ("got 'None'; expected an int or null"). A config fragment carries a real null and is merged in
+    order, like the override it replaces."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key, value, used = None, None, 1
+        if arg.startswith("--") and "=" in arg:
+            key, value = arg[2:].split("=", 1)
+        elif arg.startswith("--") and i + 1 < len(args) and args[i + 1] in _NULLS:
+            key, value, used = arg[2:], args[i + 1], 2
+        if key is not None and value is not None and value.strip() in _NULLS and key.count(".") >= 2:
+            fragment: Any = None
+            for part in reversed(key.split(".")):
+                fragment = {part: fragment}
+            out += ["--config", yaml.safe_dump(fragment)]
+        else:
+            out += args[i:i + used]
+        i += used
+    return out
+
+
+def _cli(args: list[str], prog: str = "lightning-phase fit", given: Sequence[str] | None = None) -> PhaseCLI:
+    """The PhaseCLI of ``args``; ``given``: the arguments as the user wrote them (named in error messages)."""
     quiet_lightning()
     try:
         # load_from_checkpoint_support=False: it re-dumps the whole config per class (~0.3 s a run) so that
@@ -180,7 +239,7 @@ def _cli(args: list[str], prog: str = "lightning-phase fit") -> PhaseCLI:
                         parser_kwargs={"exit_on_error": False, "prog": prog, "allow_abbrev": False},
                         auto_configure_optimizers=False, subclass_mode_model=True, load_from_checkpoint_support=False)
     except argparse.ArgumentError as exc:
-        raise BadInput(reshape_error(one_line(exc), args)) from None
+        raise BadInput(reshape_error(one_line(exc), args if given is None else list(given))) from None
     except (ConfigError, SystemExit):
         raise
     except Exception as exc:
@@ -195,7 +254,7 @@ def _cli(args: list[str], prog: str = "lightning-phase fit") -> PhaseCLI:
 
 def build(config: Config = None, overrides: Sequence[str] = (), prog: str = "lightning-phase fit") -> Run:
     """:func:`build_run`, keeping the resolved config. Raises ConfigError on bad input, before any run dir."""
-    cli = _cli(config_args(config, overrides), prog)
+    cli = _cli(config_args(config, overrides), prog, given=[str(a) for a in overrides])
     ckpt = cli.config.get("ckpt_path")
     if ckpt is not None and not Path(ckpt).is_file():
         raise ConfigError("ckpt_path", ckpt, "an existing checkpoint file")

@@ -30,9 +30,9 @@ def test_mlp_shapes_seed_and_global_rng_untouched():
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
     x = torch.randn(5, 64)
     assert a.eval()(x).shape == (5, 10) and MLP(8, 2, input_dim=64).eval()(x).shape == (5,)
-    with pytest.raises(ConfigError, match="net.dropout"):
+    with pytest.raises(ConfigError, match="model.net.init_args.dropout"):
         MLP(8, 2, dropout=1.0, input_dim=4)
-    with pytest.raises(ConfigError, match="net.activation_beta"):
+    with pytest.raises(ConfigError, match="model.net.init_args.activation_beta"):
         MLP(8, 2, activation="leaky_relu", activation_beta=2.0, input_dim=4)
 
 

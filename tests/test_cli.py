@@ -88,12 +88,12 @@ def test_same_seed_same_result_bit_for_bit():
     (["--model.alpha_tilde=-1"], "model.alpha_tilde"),
     (["--model.alpha=1.0"], "alpha"),  # both alpha and alpha_tilde
     (["--model.alpha_tilde=null"], "alpha"),  # neither
-    (["--model.net.width=0"], "net.width"),
+    (["--model.net.width=0"], "model.net.init_args.width"),
     (["--model.net.width=abc"], "width"),
     (["--data.n_train=5000"], "data.n_train"),
     (["--data.pca_dim=100"], "data.pca_dim"),
     (["--model.loss=mse"], "model.loss"),
-    (["--model.net.activation=gelu"], "net.activation"),
+    (["--model.net.activation=gelu"], "model.net.init_args.activation"),
     (["--model.net=test_cli.TwoOutputs", "--model.alpha=1", "--model.alpha_tilde=null"], "model.net"),
     (["--model.net.widht=3"], "widht"),
     (["--stop.max_time=-3"], "stop.max_time"),

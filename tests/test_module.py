@@ -95,10 +95,10 @@ def test_alpha_tilde_needs_a_width():
 
 def test_net_with_wrong_output_shape_is_refused():
     m = PhaseModule(nn.Linear(3, 2), alpha=1.0)
-    with pytest.raises(ConfigError, match="model.net.out_dim"):  # two outputs for ±1 labels
+    with pytest.raises(ConfigError, match="model.net.init_args.out_dim"):  # two outputs for ±1 labels
         m.check_net(torch.randn(5, 3), torch.ones(5))
     m.check_net(torch.randn(5, 3), torch.tensor([0, 1, 1, 0, 1]))  # two classes: accepted
-    with pytest.raises(ConfigError, match="model.net.out_dim"):  # three classes, two outputs
+    with pytest.raises(ConfigError, match="model.net.init_args.out_dim"):  # three classes, two outputs
         m.check_net(torch.randn(5, 3), torch.tensor([0, 1, 2, 0, 1]))
     with pytest.raises(ConfigError, match="model.net"):
         PhaseModule(nn.Conv1d(1, 2, 1), alpha=1.0).check_net(torch.randn(5, 1, 3))

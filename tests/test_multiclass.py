@@ -61,7 +61,7 @@ def test_out_dim_one_keeps_the_scalar_output_and_old_init():
     x = _x(4, 5, 1).float()
     assert a(x).shape == (4,) and torch.equal(a(x), b(x))
     assert ConvNet(4, kernel_size=3, input_dim=64, seed=0)(_x(3, 64, 0).float()).shape == (3,)
-    with pytest.raises(ConfigError, match="net.out_dim"):
+    with pytest.raises(ConfigError, match="model.net.init_args.out_dim"):
         FullyConnected(8, 2, input_dim=5, out_dim=0)
 
 

@@ -62,12 +62,13 @@ def test_output_variance_is_order_one_for_any_width():
 
 
 @pytest.mark.parametrize("kwargs,field", [
-    ({"width": 0, "depth": 2, "input_dim": 3}, "net.width"),
-    ({"width": 4, "depth": 0, "input_dim": 3}, "net.depth"),
-    ({"width": 4, "depth": 2, "input_dim": None}, "net.input_dim"),
-    ({"width": 4, "depth": 2, "input_dim": 3, "activation": "gelu"}, "net.activation"),
-    ({"width": 4, "depth": 2, "input_dim": 3, "activation": "softplus", "activation_beta": -1}, "net.activation_beta"),
-    ({"width": 2.5, "depth": 2, "input_dim": 3}, "net.width"),
+    ({"width": 0, "depth": 2, "input_dim": 3}, "model.net.init_args.width"),
+    ({"width": 4, "depth": 0, "input_dim": 3}, "model.net.init_args.depth"),
+    ({"width": 4, "depth": 2, "input_dim": None}, "model.net.init_args.input_dim"),
+    ({"width": 4, "depth": 2, "input_dim": 3, "activation": "gelu"}, "model.net.init_args.activation"),
+    ({"width": 4, "depth": 2, "input_dim": 3, "activation": "softplus", "activation_beta": -1},
+     "model.net.init_args.activation_beta"),
+    ({"width": 2.5, "depth": 2, "input_dim": 3}, "model.net.init_args.width"),
 ])
 def test_bad_net_arguments_name_the_field(kwargs, field):
     with pytest.raises(ConfigError, match=field):
@@ -85,5 +86,5 @@ def test_convnet_architecture_of_fl():
 
 
 def test_convnet_rejects_non_square_input():
-    with pytest.raises(ConfigError, match="net.input_dim"):
+    with pytest.raises(ConfigError, match="model.net.init_args.input_dim"):
         ConvNet(width=4, in_channels=3, input_dim=40)

@@ -300,7 +300,8 @@ class StopRules(pl.Callback):
             log_metrics(trainer, {"margins/n_dead": n_dead}, trainer.global_step)
         if n_dead and self.decision["fit_state"] != FitState.SAT.value:
             rank_zero_warn(f"the run ends {self.decision['fit_state']} with {n_dead} dead points (unmet margins "
-                           "with ∇_w f = 0, frozen for ever): train biases (net.bias: 1.0) near jamming")
+                           "with ∇_w f = 0, frozen for ever): train biases (model.net.init_args.bias: 1.0) near "
+                           "jamming")
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"stop_reason": (self.reason or StopReason.INTERRUPTED).value, **self.decision}

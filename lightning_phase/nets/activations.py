@@ -68,14 +68,14 @@ class Activation(nn.Module):
 
     def __init__(self, name: str = "relu", beta: float | None = None):
         super().__init__()
-        check_choice("net.activation", name, ACTIVATIONS)
+        check_choice("model.net.init_args.activation", name, ACTIVATIONS)
         if beta is None:  # 1 for softplus/swish (unused by relu, tanh, linear), 0.01 (torch's) for leaky_relu
             beta = 0.01 if name == "leaky_relu" else 1.0
         if name == "leaky_relu":
             if not isinstance(beta, (int, float)) or isinstance(beta, bool) or not 0 <= beta <= 1:
-                raise ConfigError("net.activation_beta", beta, "the negative slope, a number in [0, 1]")
+                raise ConfigError("model.net.init_args.activation_beta", beta, "the negative slope, a number in [0, 1]")
         elif not isinstance(beta, (int, float)) or isinstance(beta, bool) or not beta > 0:
-            raise ConfigError("net.activation_beta", beta, "a number > 0")
+            raise ConfigError("model.net.init_args.activation_beta", beta, "a number > 0")
         self.name, self.beta = name, float(beta)
         self.scale = 1.0 / math.sqrt(second_moment(name, self.beta))
         self._phi = _raw(name, self.beta)

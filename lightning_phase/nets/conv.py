@@ -47,17 +47,18 @@ class ConvNet(RecordsInitArgs, nn.Module):
         out_dim: int = 1,
     ):
         super().__init__()
-        self.width = check_positive_int("net.width", width)
-        self.in_channels = check_positive_int("net.in_channels", in_channels)
-        self.kernel_size = check_positive_int("net.kernel_size", kernel_size)
+        self.width = check_positive_int("model.net.init_args.width", width)
+        self.in_channels = check_positive_int("model.net.init_args.in_channels", in_channels)
+        self.kernel_size = check_positive_int("model.net.init_args.kernel_size", kernel_size)
         if input_dim is not None:
             side = math.isqrt(max(int(input_dim) // self.in_channels, 0))
             if self.in_channels * side * side != input_dim:
                 raise ConfigError(
-                    "net.input_dim", input_dim, f"in_channels·s² for a square s×s image (in_channels={in_channels})"
+                    "model.net.init_args.input_dim", input_dim,
+                    f"in_channels·s² for a square s×s image (in_channels={in_channels})"
                 )
         self.input_dim = input_dim
-        self.out_dim = check_positive_int("net.out_dim", out_dim)
+        self.out_dim = check_positive_int("model.net.init_args.out_dim", out_dim)
         self.act = Activation(activation, activation_beta)
         g = None if seed is None else torch.Generator().manual_seed(int(seed))
         chans = [self.in_channels, width, width, width, width]

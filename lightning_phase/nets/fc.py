@@ -37,14 +37,15 @@ class FullyConnected(RecordsInitArgs, nn.Module):
         out_dim: int = 1,
     ):
         super().__init__()
-        self.width = check_positive_int("net.width", width)
-        self.depth = check_positive_int("net.depth", depth)
+        self.width = check_positive_int("model.net.init_args.width", width)
+        self.depth = check_positive_int("model.net.init_args.depth", depth)
         if input_dim is None:
-            raise ConfigError("net.input_dim", input_dim, "an integer >= 1 (filled from the data by the CLI)")
-        self.input_dim = check_positive_int("net.input_dim", input_dim)
+            raise ConfigError("model.net.init_args.input_dim", input_dim,
+                              "an integer >= 1 (filled from the data by the CLI)")
+        self.input_dim = check_positive_int("model.net.init_args.input_dim", input_dim)
         if isinstance(bias, bool) or not isinstance(bias, (int, float)) or bias != bias:
-            raise ConfigError("net.bias", bias, "a number (0 = no biases)")
-        self.out_dim = check_positive_int("net.out_dim", out_dim)
+            raise ConfigError("model.net.init_args.bias", bias, "a number (0 = no biases)")
+        self.out_dim = check_positive_int("model.net.init_args.out_dim", out_dim)
         self.act = Activation(activation, activation_beta)
         g = None if seed is None else torch.Generator().manual_seed(int(seed))
         sizes = [self.input_dim] + [self.width] * self.depth + [self.out_dim]

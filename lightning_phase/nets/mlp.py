@@ -35,15 +35,15 @@ class MLP(nn.Module):
         seed: int | None = None,
     ):
         super().__init__()
-        self.width = check_positive_int("net.width", width)
-        self.depth = check_positive_int("net.depth", depth)
+        self.width = check_positive_int("model.net.init_args.width", width)
+        self.depth = check_positive_int("model.net.init_args.depth", depth)
         if input_dim is None:
-            raise ConfigError("net.input_dim", input_dim, "an integer >= 1 (filled from the data)")
-        self.input_dim = check_positive_int("net.input_dim", input_dim)
-        self.out_dim = check_positive_int("net.out_dim", out_dim)
+            raise ConfigError("model.net.init_args.input_dim", input_dim, "an integer >= 1 (filled from the data)")
+        self.input_dim = check_positive_int("model.net.init_args.input_dim", input_dim)
+        self.out_dim = check_positive_int("model.net.init_args.out_dim", out_dim)
         if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
-            raise ConfigError("net.dropout", dropout, "a probability in [0, 1)")
-        self.dropout, self.batch_norm = float(dropout), check_bool("net.batch_norm", batch_norm)
+            raise ConfigError("model.net.init_args.dropout", dropout, "a probability in [0, 1)")
+        self.dropout, self.batch_norm = float(dropout), check_bool("model.net.init_args.batch_norm", batch_norm)
         Activation(activation, activation_beta)  # checks the name and β once, with their YAML keys
         with torch.random.fork_rng(enabled=seed is not None):  # with a seed, the global RNG is left as it was
             self.input_norm = nn.BatchNorm1d(self.input_dim) if self.batch_norm else nn.Identity()
