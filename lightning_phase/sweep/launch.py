@@ -96,7 +96,7 @@ def watch(h: StudyHandle, procs: list, counts: Callable[[], Counter], total: int
             if p.is_alive():
                 p.terminate()  # SIGTERM → KeyboardInterrupt in the worker → its trial INTERRUPTED
         for p in procs:
-            p.join(timeout=30)
+            p.join(timeout=120)   # recording INTERRUPTED waits for the journal lock (fsync under load)
             if p.is_alive():   # stuck: killed; its trial process dies with it (PR_SET_PDEATHSIG)
                 p.kill()
                 p.join()
