@@ -110,8 +110,40 @@ def flat_scalars(summary: dict[str, Any]) -> dict[str, Any]:
 def trial_attrs(summary: dict[str, Any]) -> dict[str, Any]:
     """A sweep trial's record of its run summary: each scalar field as its own Optuna user attribute (same
     name), ``config_hash`` among them — the config itself stays in the run directory. Non-finite floats
-    become None (JSON storages and optuna-dashboard cannot hold NaN)."""
-    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in flat_scalars(summary).items()}
+    become None (JSON storages and optuna-dashboard cannot hold NaN). A run with members also keeps
+    ``members``: the list of each member's scalar fields (what ``member_rows`` expands)."""
+    def finite(rec: dict[str, Any]) -> dict[str, Any]:
+        return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in flat_scalars(rec).items()}
+
+    out = finite(summary)
+    if isinstance(summary.get("members"), list):
+        out["members"] = [finite(m) for m in summary["members"] if isinstance(m, dict)]
+    return out
+
+
+def member_rows(record: dict[str, Any], seed_keys: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """A run's flat record → one record per member, each read as its single run's: the run's scalar fields
+    overlaid with member k's (``members[k]``: losses, N_Δ, steps, α̃, measurements, …), plus ``member`` k.
+
+    Member k's init seed goes where its single run has it: ``seed`` (and the ``seed_keys["seed_everything"]``
+    column, e.g. a sweep's ``seed_everything``) when the seed source is seed_everything, else the
+    ``seed_keys["net.seed"]`` column (e.g. ``model.net.init_args.seed``) with ``seed`` left as the run's.
+    A record without members → [record] unchanged."""
+    members = record.get("members")
+    base = {k: v for k, v in record.items() if k != "members"}
+    if not isinstance(members, list) or not members:
+        return [base]
+    rows = []
+    for m in members:
+        row = {**base, **{k: v for k, v in flat_scalars(m).items() if k not in ("seed", "seed_source")}}
+        source, seed = m.get("seed_source"), m.get("seed")
+        if source == "seed_everything":
+            row["seed"] = seed
+        key = (seed_keys or {}).get(source or "")
+        if key is not None and seed is not None:
+            row[key] = seed
+        rows.append(row)
+    return rows
 
 
 def trial_record(user_attrs: dict[str, Any]) -> dict[str, Any]:
@@ -119,3 +151,15 @@ def trial_record(user_attrs: dict[str, Any]) -> dict[str, Any]:
     before :func:`trial_attrs` (one blob), else the attributes themselves (one per field)."""
     blob = user_attrs.get("summary")
     return blob if isinstance(blob, dict) else user_attrs
+
+
+def objective_value(summary: dict[str, Any], objective: str) -> float | None:
+    """The trial value: a summary field, or N_Δ/P (``n_delta_over_p``) or N_Δ/N (``n_delta_over_n``)."""
+    try:
+        if objective == "n_delta_over_p":
+            return float(summary["n_delta"]) / float(summary["n_train"])
+        if objective == "n_delta_over_n":
+            return float(summary["n_delta"]) / float(summary["n_params"])
+        return float(summary[objective])
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None

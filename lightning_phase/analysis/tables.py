@@ -13,6 +13,8 @@ Trial records. Both formats a sweep has written are read:
 Columns: ``trial``, ``state``, ``value``, the grid keys (dotted, as in the spec), every scalar summary
 field, ``fail_reason``, ``error``, ``retry_of``, ``run_dir``. ``df.attrs`` holds ``study``, ``grid_keys``
 (the sweep's keys, sorted), ``objective`` and, for a threshold study, ``threshold`` (its results).
+A trial or run that trained members (``model.members``; a ``members: seed`` sweep) gives one row per
+member, read as its single run's (its seed in the seed column, its fields, its ``value``; ``member`` k).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from lightning_phase.errors import ConfigError
-from lightning_phase.summary import SUMMARY_FILE, flat_scalars, trial_attrs
+from lightning_phase.summary import SUMMARY_FILE, flat_scalars, member_rows, objective_value, trial_attrs
 
 SPEC_ATTR = "lp_spec"             # study user attr: the sweep spec's fingerprint (sweep.launch)
 THRESHOLD_ATTR = "lp_threshold"   # study user attr: the threshold search's results
@@ -83,11 +85,31 @@ def load_study(name: str, storage: Any = None) -> pd.DataFrame:
     rows = [trial_row(t) for t in st.get_all_trials(sid, deepcopy=False)]
     for r in rows:
         grid_keys += [k for k in r.pop("_params") if k not in grid_keys]
+    rows = _expand_members(rows, spec.get("objective"))
     df = _frame(rows, grid_keys)
     df.attrs.update(study=name, grid_keys=grid_keys, objective=spec.get("objective"))
     if THRESHOLD_ATTR in attrs:
         df.attrs["threshold"] = attrs[THRESHOLD_ATTR]
     return df
+
+
+def _expand_members(rows: list[dict[str, Any]], objective: str | None) -> list[dict[str, Any]]:
+    """A trial that trained members (``members: seed`` sweeps) → one row per member, as its single run's
+    trial would read: the member's fields and seed (in the grid's seed column) and its own ``value``."""
+    out = []
+    for r in rows:
+        members = r.pop("_members", None)
+        if not members:
+            out.append(r)
+            continue
+        for m in member_rows({**r, "members": members}, SEED_COLUMNS):
+            if objective and r.get("state") == "COMPLETE":
+                m["value"] = objective_value(m, objective)
+            out.append(m)
+    return out
+
+
+SEED_COLUMNS = {"seed_everything": "seed_everything", "net.seed": "model.net.init_args.seed"}  # grid key per source
 
 
 def trial_row(t) -> dict[str, Any]:
@@ -107,12 +129,15 @@ def trial_row(t) -> dict[str, Any]:
     row["retry_of"] = t.system_attrs.get("failed_trial")
     row["run_dir"] = ua.get("run_dir")
     row["_params"] = list(params)
+    row["_members"] = ua.get("members") if isinstance(ua.get("members"), list) else (
+        summary.get("members") if isinstance(summary, dict) else None)
     return row
 
 
 def load_runs(path: str | os.PathLike) -> pd.DataFrame:
-    """One row per run directory under ``path`` (any depth) holding a summary.json: every scalar summary
-    field flat, plus ``run_dir``; sorted by width, alpha_tilde, seed where present. ``path`` may also be
+    """One row per run directory under ``path`` (any depth) holding a summary.json — one per member for a
+    run with members (``summary.member_rows``) —: every scalar summary field flat, plus ``run_dir``;
+    sorted by width, alpha_tilde, seed where present. ``path`` may also be
     a single run directory. ConfigError naming ``path`` if it holds no summary.json."""
     root = Path(path)
     files = [root / SUMMARY_FILE] if (root / SUMMARY_FILE).is_file() else sorted(root.rglob(SUMMARY_FILE))
@@ -124,7 +149,8 @@ def load_runs(path: str | os.PathLike) -> pd.DataFrame:
             summary = json.loads(f.read_text())
         except (OSError, ValueError):
             continue   # being written, or torn: summary.json is atomic, so this is someone else's file
-        rows.append({**flat_scalars(summary), "run_dir": str(f.parent)})
+        rows += [{**r, "run_dir": str(f.parent)}   # members: one row per member (its seed, its fields)
+                 for r in member_rows({**flat_scalars(summary), "members": summary.get("members")})]
     keys = [k for k in ("width", "alpha_tilde", "seed") if any(k in r for r in rows)]
     df = _frame(rows, keys, lead=(), tail=("run_dir",))
     df.attrs.update(grid_keys=keys)

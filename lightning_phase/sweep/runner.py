@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lightning_phase.errors import ConfigError
-from lightning_phase.summary import SUMMARY_FILE
+from lightning_phase.summary import SUMMARY_FILE, objective_value
 
 Runner = Callable[[Path, list[str], Path], dict[str, Any]]
 LOG_FILE = "trial.log"
@@ -237,18 +237,6 @@ def classify(exitcode: int | None, run_dir: Path, objective: str) -> tuple[Outco
     if value is None or value != value:
         return Outcome.NO_OBJECTIVE, summary, None, f"summary has no finite {objective!r}"
     return Outcome.OK, summary, value, ""
-
-
-def objective_value(summary: dict[str, Any], objective: str) -> float | None:
-    """The trial value: a summary field, or N_Δ/P (``n_delta_over_p``) or N_Δ/N (``n_delta_over_n``)."""
-    try:
-        if objective == "n_delta_over_p":
-            return float(summary["n_delta"]) / float(summary["n_train"])
-        if objective == "n_delta_over_n":
-            return float(summary["n_delta"]) / float(summary["n_params"])
-        return float(summary[objective])
-    except (KeyError, TypeError, ValueError, ZeroDivisionError):
-        return None
 
 
 def _tail(run_dir: Path) -> str:

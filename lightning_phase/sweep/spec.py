@@ -11,11 +11,17 @@ A spec (``sweeps/*.yaml``)::
     objective: test_error                   # any numeric summary.json field is the trial's value
     direction: minimize
     threshold: {...}                        # only for `lightning-phase threshold` (see threshold.py)
+    members: seed                           # optional: the seed axis runs as members of one trial (below)
 
 Value forms: a list; ``{range: [start, stop, step]}`` (integers, stop included when hit);
 ``{logspace: [a, b, n]}`` (n floats 10^a … 10^b); ``{geomspace: [start, stop, n]}`` (n log-spaced values,
 rounded to distinct integers when start and stop are integers). Every error is a ConfigError naming the
 field, the value and what is accepted, so a typo fails in a second rather than after 400 trials.
+
+``members: seed`` folds the grid's seed axis (``seed_everything`` or ``model.net.init_args.seed``, K
+consecutive integers s, s+1, …, s+K−1) into each trial: the axis keeps the single value s and every trial
+trains ``model.members: K`` (member k = the run with seed s + k, see docs/members.md). The analysis
+(``load_study``, ``results``) expands each trial back into one row per seed.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ import yaml
 
 from lightning_phase.errors import ConfigError, check_choice, check_positive_int
 
-SPEC_KEYS = ("base", "fixed", "grid", "objective", "direction", "threshold")
+SPEC_KEYS = ("base", "fixed", "grid", "objective", "direction", "threshold", "members")
+MEMBER_SEED_KEYS = ("seed_everything", "model.net.init_args.seed")  # grid axes ``members: seed`` can fold
 THRESHOLD_KEYS = ("width_key", "seed_key", "seeds", "width_min", "width_max", "max_doublings", "budget_key",
                   "budget_max", "data_seed_key")
 VALUE_FORMS = ("range", "logspace", "geomspace")
@@ -76,6 +83,7 @@ class SweepSpec:
     objective: str = "test_error"
     direction: str = "minimize"
     threshold: ThresholdSpec | None = None
+    members: str | None = None  # the seed key folded into model.members (``members: seed``), else None
 
     @property
     def n_points(self) -> int:
@@ -89,8 +97,9 @@ class SweepSpec:
     def fingerprint(self) -> dict[str, Any]:
         """What must match for a stored study to be continued with this spec."""
         thr = None if self.threshold is None else self.threshold.__dict__
-        return {"base": self.base, "fixed": self.fixed, "grid": self.grid, "objective": self.objective,
-                "direction": self.direction, "threshold": thr}
+        out = {"base": self.base, "fixed": self.fixed, "grid": self.grid, "objective": self.objective,
+               "direction": self.direction, "threshold": thr}
+        return out if self.members is None else {**out, "members": self.members}
 
     def overrides(self, params: dict[str, Any]) -> list[str]:
         """The command-line overrides of one trial on top of ``base``: ``fixed``, then the trial's ``params``
@@ -140,6 +149,11 @@ def parse_spec(raw: dict[str, Any], name: str = "sweep", root: Path | None = Non
                           + ", ".join(OBJECTIVES[:4]) + ", ntk_rel_change), or n_delta_over_p / n_delta_over_n")
     direction = raw.get("direction", "minimize")
     check_choice("direction", direction, DIRECTIONS)
+    members = None
+    if "members" in raw:
+        if "threshold" in raw:
+            raise ConfigError("members", raw["members"], "no members with threshold (it sets the seeds itself)")
+        members, grid, fixed = _fold_members(raw["members"], grid, fixed)
     threshold = _parse_threshold(raw["threshold"], grid) if "threshold" in raw else None
     if threshold is not None and threshold.budget_max is not None:
         budget = {**_flatten(base), **fixed}.get(threshold.budget_key)
@@ -148,7 +162,27 @@ def parse_spec(raw: dict[str, Any], name: str = "sweep", root: Path | None = Non
                               f"a cap ≥ the base's {threshold.budget_key} (an integer > 0 in base or fixed; "
                               f"got {budget!r})")
     return SweepSpec(name=name, base=base, grid=grid, fixed=fixed, objective=objective,
-                     direction=direction, threshold=threshold)
+                     direction=direction, threshold=threshold, members=members)
+
+
+def _fold_members(value: Any, grid: dict[str, list], fixed: dict[str, Any]) -> tuple[str, dict, dict]:
+    """``members: seed``: the grid's seed axis of K consecutive integers s…s+K−1 → that axis = [s] and
+    ``model.members: K`` in ``fixed``. Returns (seed key, grid, fixed)."""
+    if value != "seed":
+        raise ConfigError("members", value, "seed (the grid's seed axis runs as model.members of one trial)")
+    keys = [k for k in MEMBER_SEED_KEYS if k in grid]
+    if len(keys) != 1:
+        raise ConfigError("members", value, "a grid with one seed axis, " + " or ".join(MEMBER_SEED_KEYS)
+                          + f" (found {len(keys)})")
+    if "model.members" in grid or "model.members" in fixed:
+        raise ConfigError("model.members", grid.get("model.members", fixed.get("model.members")),
+                          "not set in grid or fixed with members: seed (the sweep sets it)")
+    key = keys[0]
+    seeds = grid[key]
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in seeds) \
+            or seeds != list(range(seeds[0], seeds[0] + len(seeds))):
+        raise ConfigError(f"grid.{key}", seeds, "consecutive increasing integers s, s+1, … (members: seed)")
+    return key, {**grid, key: [seeds[0]]}, {**fixed, "model.members": len(seeds)}
 
 
 def _load_base(base: Any, root: Path) -> dict[str, Any]:
