@@ -86,3 +86,30 @@ def test_stopping_a_sweep_leaves_no_process_and_redoes_its_running_trials(tmp_pa
     for t in running_trials:   # each interrupted trial was redone by exactly one retry, which completed
         redo = [u for u in ts if (u.system_attrs.get("retry_history") or [None])[-1] == t.number]
         assert [u.state for u in redo] == [TrialState.COMPLETE]
+
+
+def test_a_worker_killed_at_the_stop_has_its_running_trial_recorded_interrupted_by_the_command(tmp_path):
+    """The command's fallback for a worker that did not stop in time (it is SIGKILLed): its RUNNING trial
+    is recorded INTERRUPTED and enqueued again; another worker's trial is left alone."""
+    import socket
+
+    import optuna
+
+    from lightning_phase.storage import open_storage
+    from lightning_phase.sweep.launch import interrupt_trials_of
+    from lightning_phase.sweep.spec import parse_spec
+    from lightning_phase.sweep.worker import WORKER_KEY, StudyHandle
+
+    storage = open_storage(str(tmp_path / "s.journal"))
+    study = optuna.create_study(storage=storage, study_name="k")
+    for _ in range(2):
+        study.enqueue_trial({})
+    mine, other = study._pop_waiting_trial_id(), study._pop_waiting_trial_id()
+    storage.set_trial_system_attr(mine, WORKER_KEY, f"{socket.gethostname()}:4242")
+    storage.set_trial_system_attr(other, WORKER_KEY, f"{socket.gethostname()}:4343")
+    h = StudyHandle(storage, study, parse_spec({"base": {}, "grid": {"seed_everything": [0]}}))
+    interrupt_trials_of(h, 4242)
+    ts = study.get_trials()
+    assert (ts[0].state, ts[0].user_attrs["fail_reason"]) == (TrialState.FAIL, "INTERRUPTED")
+    assert ts[1].state == TrialState.RUNNING
+    assert ts[2].state == TrialState.WAITING and ts[2].system_attrs["retry_history"] == [0]

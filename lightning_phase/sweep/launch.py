@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import signal
+import socket
 import statistics
 import sys
 import time
@@ -22,7 +23,14 @@ from lightning_phase.summary import trial_record
 from lightning_phase.sweep import grid
 from lightning_phase.sweep.runner import Outcome, Runner
 from lightning_phase.sweep.spec import SweepSpec
-from lightning_phase.sweep.worker import StudyHandle, WorkerOptions, sampler_for, worker_main
+from lightning_phase.sweep.worker import (
+    WORKER_KEY,
+    StudyHandle,
+    WorkerOptions,
+    fail_and_retry,
+    sampler_for,
+    worker_main,
+)
 
 SPEC_ATTR = "lp_spec"
 
@@ -96,15 +104,25 @@ def watch(h: StudyHandle, procs: list, counts: Callable[[], Counter], total: int
             if p.is_alive():
                 p.terminate()  # SIGTERM → KeyboardInterrupt in the worker → its trial INTERRUPTED
         for p in procs:
-            p.join(timeout=120)   # recording INTERRUPTED waits for the journal lock (fsync under load)
-            if p.is_alive():   # stuck: killed; its trial process dies with it (PR_SET_PDEATHSIG)
-                p.kill()
+            p.join(timeout=15)
+            if p.is_alive():   # did not stop: killed (its trial process dies with it, PR_SET_PDEATHSIG)
+                p.kill()       # and its running trial recorded INTERRUPTED here, and enqueued again
                 p.join()
+                interrupt_trials_of(h, p.pid)
         return False
     finally:
         bar.close()
         signal.signal(signal.SIGTERM, old)
         signal.signal(signal.SIGINT, old_int)
+
+
+def interrupt_trials_of(h: StudyHandle, pid: int, max_retries: int = 3) -> None:
+    """Record INTERRUPTED (and enqueue again) the RUNNING trials of the dead worker ``pid`` of this machine."""
+    me = f"{socket.gethostname()}:{pid}"
+    for t in h.trials((TrialState.RUNNING,)):
+        if t.system_attrs.get(WORKER_KEY) == me:
+            fail_and_retry(h, t._trial_id, Outcome.INTERRUPTED, "sweep interrupted (its worker was killed)",
+                           max_retries)
 
 
 def trial_line(t: FrozenTrial, objective: str) -> str:

@@ -158,7 +158,7 @@ def run_one(h: StudyHandle, opts: WorkerOptions, runner: Runner, trial_id: int, 
         timing["record_s"] = time.time() - t0
         st.set_trial_user_attr(trial_id, "timing", timing)
         if outcome is Outcome.ENVIRONMENT:   # not the run's fault: its point is redone
-            _fail_and_retry(h, trial_id, outcome, reason, opts.max_retries)
+            fail_and_retry(h, trial_id, outcome, reason, opts.max_retries)
         else:
             _record(h, trial_id, outcome, reason, value)
     except UpdateFinishedTrialError:
@@ -193,7 +193,7 @@ def _record(h: StudyHandle, trial_id: int, outcome: Outcome, reason: str, value:
     st.set_trial_state_values(trial_id, TrialState.FAIL)
 
 
-def _fail_and_retry(h: StudyHandle, trial_id: int, outcome: Outcome, reason: str, max_retries: int) -> None:
+def fail_and_retry(h: StudyHandle, trial_id: int, outcome: Outcome, reason: str, max_retries: int) -> None:
     """FAIL the trial (compare-and-set: a reaper may have won) and, if this call won, retry its point."""
     try:
         _record(h, trial_id, outcome, reason)
@@ -217,7 +217,7 @@ def work(h: StudyHandle, opts: WorkerOptions, runner: Runner, stop=None) -> int:
             try:
                 run_one(h, opts, runner, tid, t_claim)
             except KeyboardInterrupt:   # unless recorded already: INTERRUPTED, and its point enqueued again
-                _fail_and_retry(h, tid, Outcome.INTERRUPTED, "sweep interrupted", opts.max_retries)
+                fail_and_retry(h, tid, Outcome.INTERRUPTED, "sweep interrupted", opts.max_retries)
                 raise
             except UpdateFinishedTrialError:
                 raise
