@@ -93,12 +93,13 @@ class TimeScale(pl.Callback):
             self.member_t1 = [None] * module.members
         if any(t is None for t in self.member_t1):
             losses = step_out["loss_value"].tolist()
-            found = {}
+            found: dict[str, float] = {}
             for k, (t_k, loss) in enumerate(zip(times, losses, strict=True)):
                 if self.member_t1[k] is None:
-                    self.member_t1[k] = t1([self.member_t0[k], t_k], [self.member_loss0[k], loss])
-                    if self.member_t1[k] is not None and module.members <= MEMBER_TAGS_MAX:
-                        found[f"member_{k}/time/t1"] = self.member_t1[k]
+                    t1_k = t1([self.member_t0[k], t_k], [self.member_loss0[k], loss])
+                    self.member_t1[k] = t1_k
+                    if t1_k is not None and module.members <= MEMBER_TAGS_MAX:
+                        found[f"member_{k}/time/t1"] = t1_k
             self.t1 = self.member_t1[0]
             if found:
                 log_metrics(trainer, found, step)
