@@ -1,17 +1,17 @@
 # Two commands on a fresh machine (each creates the virtualenv when it is missing):
-#   make demo    # set up, then run the main job (DEMO=quickstart: configs/quickstart.yaml, offline, ~30 s;
-#                # DEMO=phase_diagram: the small phase-diagram sweep on 2 workers, then its report)
+#   make demo    # set up, then run the main job (DEMO=phase_diagram, the default: the demo phase-diagram sweep,
+#                # 14 runs on 2 workers, then its report; DEMO=quickstart: configs/quickstart.yaml, ~30 s)
 #   make test    # set up, then run the test suite
 # VENV=<dir> puts the virtualenv elsewhere (.ci/run uses a throw-away one); PYTHON picks the interpreter.
 VENV ?= .venv
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-DEMO ?= quickstart
+DEMO ?= phase_diagram
 BIN := $(VENV)/bin
 
 # The main job of each DEMO value (one command line each).
 DEMO_quickstart := $(BIN)/python -m lightning_phase fit --config configs/quickstart.yaml
-DEMO_phase_diagram := $(BIN)/python -m lightning_phase sweep sweeps/phase_diagram_small.yaml --workers 2 \
-	&& $(BIN)/python -m lightning_phase report phase_diagram_small --out reports/phase_diagram_small
+DEMO_phase_diagram := $(BIN)/python -m lightning_phase sweep sweeps/phase_diagram_demo.yaml --workers 2 \
+	&& $(BIN)/python -m lightning_phase report phase_diagram_demo --out reports/phase_diagram_demo
 
 .PHONY: demo test setup
 demo: $(VENV)/.installed

@@ -21,6 +21,7 @@ import torch
 from pytorch_lightning.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
+from lightning_phase.contracts import trainer_datamodule
 from lightning_phase.errors import ConfigError, check_positive_float
 from lightning_phase.module import PhaseModule
 from lightning_phase.observables import ntk
@@ -64,7 +65,7 @@ class KernelFlow(PhaseModule):
         self._chol: Tensor | None = None
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None)
+        dm = trainer_datamodule(self.trainer)
         x_train = getattr(dm, "x_train", None)
         if not isinstance(x_train, Tensor):
             raise ConfigError("data", type(dm).__name__, "a datamodule with a tensor x_train")

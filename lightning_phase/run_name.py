@@ -55,11 +55,12 @@ def name_run(logger: Any, module: Any, datamodule: Any, seed: int | None) -> Non
 
     Reads α̃, width, depth from the module and its net, n_train from the data module, K from
     ``module.members``; loggers without a ``_version`` attribute (or with one set) are left alone."""
+    from lightning_phase.contracts import data_record, phase_module
+
     loggers = logger if isinstance(logger, (list, tuple)) else [logger]
-    net = getattr(module, "net", None)
-    base = coordinates_name(getattr(module, "alpha_tilde", None), getattr(net, "width", None),
-                            getattr(net, "depth", None), getattr(datamodule, "n_train", None), seed,
-                            int(getattr(module, "members", 1) or 1))
+    m = phase_module(module, "name_run")
+    base = coordinates_name(m.alpha_tilde, m.shape.width, m.shape.depth, data_record(datamodule)["n_train"], seed,
+                            m.members)
     for lg in loggers:
         if getattr(lg, "_version", "set") is None and hasattr(lg, "root_dir"):
             lg._version = free_version(lg.root_dir, base)

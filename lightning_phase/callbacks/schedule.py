@@ -11,7 +11,7 @@ import torch
 from pytorch_lightning.loggers import TensorBoardLogger
 from torch import Tensor
 
-from lightning_phase.contracts import trainer_datamodule
+from lightning_phase.contracts import phase_module, trainer_datamodule
 from lightning_phase.errors import ConfigError, check_positive_int
 
 
@@ -66,7 +66,7 @@ MEMBER_TAGS_MAX = 16  # per-member TensorBoard tags member_<k>/... only up to th
 
 def n_members(pl_module: pl.LightningModule) -> int:
     """K of a module trained as K members (``model.members``), 1 for one net."""
-    return int(getattr(pl_module, "members", 1))
+    return phase_module(pl_module, "n_members").members
 
 
 def member_metrics(values: dict[str, Tensor]) -> tuple[dict[str, float], list[dict[str, float]]]:
