@@ -422,13 +422,13 @@ class PhaseModule(pl.LightningModule):
 
     # Callbacks of this package that read the net as one network (one output per sample) and so refuse members
     # (a ScheduledCallback with ``measure_members`` measures each member), or that measure on scheduled steps.
-    _SINGLE_NET_CALLBACKS = ("TimeScale", "HessianSpectrum", "LoadCurve", "DiffeoStability")
-    _SCHEDULED_CALLBACKS = ("NTKChange", "Margins", "WeightsChange") + _SINGLE_NET_CALLBACKS
+    _SINGLE_NET_CALLBACKS = ("HessianSpectrum", "LoadCurve", "DiffeoStability")
+    _SCHEDULED_CALLBACKS = ("NTKChange", "Margins", "WeightsChange", "TimeScale") + _SINGLE_NET_CALLBACKS
 
     def on_fit_start(self) -> None:
         for field, value, names, why in (
                 ("model.members", self.members, self._SINGLE_NET_CALLBACKS,
-                 "it measures one net; NTKChange, Margins and WeightsChange measure per member"),
+                 "it measures one net; NTKChange, Margins, WeightsChange and TimeScale measure per member"),
                 ("model.steps_per_call", self.steps_per_call, self._SCHEDULED_CALLBACKS,
                  "it measures on scheduled steps")):
             if value == 1:

@@ -2,9 +2,10 @@
 
 A run's folder under ``<save_dir>/<name>/`` is what TensorBoard's run selector shows, so it carries the
 coordinates of the run: ``a~<α̃>_h<width>_L<depth>_P<n_train>_s<seed>`` (``a~`` reads "α̃"), plus
-``_K<members>`` for K > 1 members; parts the run does not have (a net without width) are left out. The
-same coordinates run again get ``_v1``, ``_v2``, … so no run overwrites another. A version set in the
-config (``trainer.logger.init_args.version``, as sweep trials do with ``trial_NNNNN``) is kept.
+``_K<members>`` for K > 1 members (``a~1-10-100`` when the members differ in α̃); parts the run does
+not have (a net without width) are left out. The same coordinates run again get ``_v1``, ``_v2``, … so
+no run overwrites another. A version set in the config (``trainer.logger.init_args.version``, as sweep
+trials do with ``trial_NNNNN``) is kept.
 
     >>> coordinates_name(alpha_tilde=100.0, width=64, depth=2, n_train=500, seed=0)
     'a~100_h64_L2_P500_s0'
@@ -27,12 +28,16 @@ def _num(x: float) -> str:
     return f"{x:.6g}"
 
 
-def coordinates_name(alpha_tilde: float | None = None, width: int | None = None, depth: int | None = None,
-                     n_train: int | None = None, seed: int | None = None, members: int = 1) -> str:
+def coordinates_name(alpha_tilde: float | list[float | None] | None = None, width: int | None = None,
+                     depth: int | None = None, n_train: int | None = None, seed: int | None = None,
+                     members: int = 1) -> str:
     """``a~<α̃>_h<width>_L<depth>_P<n_train>_s<seed>[_K<members>]``, the parts that are not None, reduced to
     the characters ``[A-Za-z0-9.+~_-]`` (safe as a folder name); ``run`` when no part is known."""
-    parts = [f"{tag}{_num(v) if tag == 'a~' else int(v)}"
-             for tag, v in (("a~", alpha_tilde), ("h", width), ("L", depth), ("P", n_train), ("s", seed))
+    values = list(alpha_tilde) if isinstance(alpha_tilde, (list, tuple)) else [alpha_tilde]
+    known = list(dict.fromkeys(_num(a) for a in values if a is not None))  # distinct α̃, in member order
+    a_part = "-".join(known) if known else None
+    parts = [f"{tag}{v if tag == 'a~' else int(v)}"
+             for tag, v in (("a~", a_part), ("h", width), ("L", depth), ("P", n_train), ("s", seed))
              if v is not None and not isinstance(v, bool)]
     if members and members > 1:
         parts.append(f"K{int(members)}")
@@ -59,8 +64,8 @@ def name_run(logger: Any, module: Any, datamodule: Any, seed: int | None) -> Non
 
     loggers = logger if isinstance(logger, (list, tuple)) else [logger]
     m = phase_module(module, "name_run")
-    base = coordinates_name(m.alpha_tilde, m.shape.width, m.shape.depth, data_record(datamodule)["n_train"], seed,
-                            m.members)
+    base = coordinates_name(list(m.member_alpha_tilde), m.shape.width, m.shape.depth,
+                            data_record(datamodule)["n_train"], seed, m.members)
     for lg in loggers:
         if getattr(lg, "_version", "set") is None and hasattr(lg, "root_dir"):
             lg._version = free_version(lg.root_dir, base)

@@ -164,3 +164,6 @@ def test_coordinates_name_is_a_safe_folder_name():
     assert coordinates_name(float("inf"), 16, None, 40, 1, members=4) == "a~inf_h16_P40_s1_K4"
     assert coordinates_name(10**0.5 * 10) == "a~31.6228" and coordinates_name(1e6) == "a~1e+06"
     assert coordinates_name() == "run"
+    # members over α̃ name every value; members over seeds (one α̃) name it once
+    assert coordinates_name([1.0, 10.0, 100.0], 8, members=3) == "a~1-10-100_h8_K3"
+    assert coordinates_name([5.0, 5.0], 8, members=2) == "a~5_h8_K2"

@@ -12,7 +12,7 @@ from _flow_helpers import D, ToyData, fc, trainer
 from test_members import QUICK, Tanh2, _gf, _sgd
 
 from lightning_phase import PhaseModule
-from lightning_phase.callbacks import LogSpacedSchedule, Margins, NTKChange, WeightsChange
+from lightning_phase.callbacks import LogSpacedSchedule, Margins, NTKChange, TimeScale, WeightsChange
 from lightning_phase.callbacks.stopping import StopRules
 from lightning_phase.cli import main
 from lightning_phase.nets import FullyConnected, Members
@@ -129,6 +129,34 @@ def test_member_measurements_equal_single_runs_with_seed_plus_k(opt):
                 assert got == (pytest.approx(v, rel=1e-8, abs=TOL) if isinstance(v, float) else v), (k, key)
     assert keys <= seen
     assert cbs[2].member_fits[0]["theta"] is not None or cbs[2].member_fits[0]["gamma"] is not None
+
+
+@pytest.mark.parametrize("opt", [_sgd, _gf], ids=["sgd", "gradient_flow"])
+def test_member_t1_equals_single_runs_on_each_members_clock(opt):
+    data = ToyData(n_train=32)
+    steps = 80 if opt is _sgd else 400  # GradientFlow starts with small dt
+
+    def fit(seed, members):
+        module = PhaseModule(fc(10, seed=seed), alpha_tilde=[0.5, 5.0, 50.0] if members else 5.0,
+                             optimizer=opt).double()
+        ts = TimeScale()
+        trainer(StopRules(when_fitted=True), ts, max_steps=steps).fit(module, datamodule=data)
+        return ts
+
+    many = fit(4, True)   # members in α̃: t₁ differs between them
+    assert len(many.member_t1) == 3
+    found = [t for t in many.member_t1 if t is not None]
+    assert len(set(found)) >= 2   # at least two members reach t₁, at different times
+    for k, a in enumerate([0.5, 5.0, 50.0]):
+        module = PhaseModule(fc(10, seed=4), alpha_tilde=a, optimizer=opt).double()
+        single = TimeScale()
+        trainer(StopRules(when_fitted=True), single, max_steps=steps).fit(module, datamodule=data)
+        if single.t1 is None:   # not reached within the budget: not by the member either
+            assert many.member_t1[k] is None
+        else:
+            assert many.member_t1[k] == pytest.approx(single.t1, rel=1e-12)
+        assert many.member_loss0[k] == pytest.approx(single.loss0, rel=1e-12)
+        assert many.member_summaries()[k]["t1"] == many.member_t1[k]
 
 
 def _cli(*args) -> dict:
