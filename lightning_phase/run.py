@@ -140,7 +140,7 @@ def resume_in_run_dir(logger: Any, ckpt_path: str | None) -> None:
     """Point a TensorBoardLogger whose version is not set in the config at the run dir of ``ckpt_path``, so
     that a resumed run writes into its own folder: TensorBoard reads the new events file beside the old
     ones, summary.json and config.yaml are overwritten at the end, checkpoints/last.ckpt is updated. A
-    version set in the config (sweep trials: ``trial_NNNNN``) is kept."""
+    version set in the config (sweep trials: ``trial_NNNNN_<grid point>``) is kept."""
     from pytorch_lightning.loggers import TensorBoardLogger
 
     run = checkpoint_run_dir(ckpt_path)
@@ -356,7 +356,8 @@ def _command(stage: str, argv: list[str]) -> int:
         traceback.print_exc()
         return 1
     if stage == "fit" and record and run.trainer.is_global_zero:
-        print(f"\nstop_reason={record.get('stop_reason')}  n_delta={record.get('n_delta')}  "
+        print(f"\nfit_state={record.get('fit_state')}  stop_reason={record.get('stop_reason')}  "
+              f"n_delta={record.get('n_delta')}  n_delta_tol={record.get('n_delta_tol')}  "
               f"train_error={_num(record.get('train_error')):.4f}  test_error={_num(record.get('test_error')):.4f}  "
               f"steps={record.get('steps')}")
         path = Path(run_dir(run.trainer) or ".") / "summary.json"

@@ -5,7 +5,7 @@ coordinates of the run: ``a~<α̃>_h<width>_L<depth>_P<n_train>_s<seed>`` (``a~`
 ``_K<members>`` for K > 1 members (``a~1-10-100`` when the members differ in α̃); parts the run does
 not have (a net without width) are left out. The same coordinates run again get ``_v1``, ``_v2``, … so
 no run overwrites another. A version set in the config (``trainer.logger.init_args.version``, as sweep
-trials do with ``trial_NNNNN``) is kept.
+trials do with ``trial_NNNNN_<grid point>``, see :func:`trial_name`) is kept.
 
     >>> coordinates_name(alpha_tilde=100.0, width=64, depth=2, n_train=500, seed=0)
     'a~100_h64_L2_P500_s0'
@@ -69,3 +69,28 @@ def name_run(logger: Any, module: Any, datamodule: Any, seed: int | None) -> Non
     for lg in loggers:
         if getattr(lg, "_version", "set") is None and hasattr(lg, "root_dir"):
             lg._version = free_version(lg.root_dir, base)
+
+
+_TAGS = {"alpha_tilde": "a~", "width": "h", "depth": "L", "n_train": "P", "seed_everything": "s", "seed": "s"}
+_ORDER = list(dict.fromkeys(_TAGS.values()))
+
+
+def trial_name(number: int, params: dict[str, Any]) -> str:
+    """A sweep trial's folder: ``trial_<NNNNN>`` and its grid point in the run-name spelling, e.g.
+    ``trial_00003_a~10_h8`` for ``{"model.alpha_tilde": 10, "model.net.init_args.width": 8}``; other keys
+    as ``<last part of the key><value>``. Unique by the trial number; readable in TensorBoard's run selector."""
+    parts: list[tuple[int, str]] = []
+    for key, value in params.items():
+        last = key.rsplit(".", 1)[-1]
+        tag = _TAGS.get(last)
+        text = _num(value) if isinstance(value, float) else str(value)
+        parts.append((_ORDER.index(tag), tag + text) if tag else (len(_ORDER), f"{last}{text}"))
+    tail = "_".join(p for _, p in sorted(parts))
+    return _UNSAFE.sub("_", f"trial_{number:05d}" + (f"_{tail}" if tail else ""))
+
+
+def trial_folder(study_dir: Path, number: int) -> Path | None:
+    """The folder of trial ``number`` under a study's run folder (see :func:`trial_name`), or None."""
+    exact = study_dir / f"trial_{number:05d}"
+    found = [exact] if exact.is_dir() else sorted(study_dir.glob(f"trial_{number:05d}_*"))
+    return found[0] if found else None

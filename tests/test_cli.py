@@ -167,3 +167,14 @@ def test_coordinates_name_is_a_safe_folder_name():
     # members over α̃ name every value; members over seeds (one α̃) name it once
     assert coordinates_name([1.0, 10.0, 100.0], 8, members=3) == "a~1-10-100_h8_K3"
     assert coordinates_name([5.0, 5.0], 8, members=2) == "a~5_h8_K2"
+
+
+def test_trial_name_carries_the_grid_point_and_finds_its_folder(tmp_path):
+    from lightning_phase.run_name import trial_folder, trial_name
+
+    name = trial_name(3, {"model.net.init_args.width": 8, "model.alpha_tilde": 10.0, "data.n_train": 100})
+    assert name == "trial_00003_a~10_h8_P100"
+    assert trial_name(12, {"model.loss": "hinge"}) == "trial_00012_losshinge" and trial_name(1, {}) == "trial_00001"
+    (tmp_path / name).mkdir()
+    (tmp_path / "trial_00030_a~1").mkdir()   # another trial whose number starts the same way
+    assert trial_folder(tmp_path, 3) == tmp_path / name and trial_folder(tmp_path, 4) is None

@@ -80,7 +80,7 @@ def run_toy(base_yaml: Path, overrides: list[str], run_dir: Path) -> dict[str, A
         fit_state = "UNDECIDED"  # never converges: the unfitted runs are UNDECIDED at any budget
     summary = {"schema_version": 1, "config": cfg, "config_hash": config_hash(cfg), "n_params": n,
                "width": width, "depth": depth, "fit_state": fit_state,
-               "seed": seed, "n_train": p, "n_delta": n_delta, "train_loss": n_delta / p,
+               "seed": seed, "n_train": p, "n_delta": n_delta, "n_delta_tol": n_delta, "train_loss": n_delta / p,
                "train_error": n_delta / (2 * p), "test_error": 0.5 - 0.4 * min(1.0, n / (4 * p)),
                "steps": 1, "flow_time": 1.0, "wall_seconds": 0.0,
                "stop_reason": "DIVERGED" if loss == "toy_diverge" else

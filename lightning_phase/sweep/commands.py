@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--workers", type=_positive(int, "--workers"), default=1,
                        help="worker processes on this machine (one trial each at a time)")
         s.add_argument("--study", default=None, help="study name (default: the spec's file name)")
-        s.add_argument("--runs-dir", default="runs", help="trial run directories go to RUNS_DIR/STUDY/trial_NNNNN")
+        s.add_argument("--runs-dir", default="runs", help="trial runs go to RUNS_DIR/STUDY/trial_NNNNN_<point>")
         s.add_argument("--heartbeat", type=_positive(float, "--heartbeat"), default=5.0,
                        help="seconds between heartbeats of a running trial")
         s.add_argument("--grace", type=_positive(float, "--grace"), default=30.0,

@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from lightning_phase.errors import ConfigError, check_positive_float
+from lightning_phase.run_name import trial_name
 
 ALPHA_KEY = "model.alpha_tilde"
 WIDTH_KEY = "model.net.init_args.width"
@@ -107,7 +108,7 @@ def main_crossover(argv: list[str]) -> int:
     p.add_argument("spec")
     p.add_argument("--storage", default=None, help="journal file or database URL (default runs/sweeps.journal)")
     p.add_argument("--workers", type=int, default=1, help="runs at a time (default 1)")
-    p.add_argument("--runs-dir", default="runs", help="run directories go to RUNS_DIR/STUDY/trial_NNNNN")
+    p.add_argument("--runs-dir", default="runs", help="run directories go to RUNS_DIR/STUDY/trial_NNNNN_<point>")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run")
     p.add_argument("--runner", default=None, help=argparse.SUPPRESS)
     try:
@@ -162,7 +163,7 @@ def run(sweep, spec: CrossoverSpec, args) -> int:
                     failed |= _reap(running, study, sweep, spec, classify, trial_attrs, block=True)
                 study.enqueue_trial({WIDTH_KEY: w, ALPHA_KEY: a})
                 trial = study.ask(dists)
-                version = f"trial_{trial.number:05d}"
+                version = trial_name(trial.number, {WIDTH_KEY: w, ALPHA_KEY: a})
                 run_dir = runs_dir / sweep.name / version
                 run_dir.mkdir(parents=True, exist_ok=True)
                 over = trial_overrides(sweep, {WIDTH_KEY: w, ALPHA_KEY: a}, runs_dir, version)

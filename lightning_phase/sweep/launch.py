@@ -126,7 +126,8 @@ def interrupt_trials_of(h: StudyHandle, pid: int, max_retries: int = 3) -> None:
 
 
 def trial_line(t: FrozenTrial, objective: str) -> str:
-    """One line for a finished trial: number, grid point, objective value, N_Δ, stop reason, time."""
+    """One line for a finished trial: number, grid point, objective value, fit_state, N_Δ (strict and within
+    ``stop.delta_tol``), stop reason, time."""
     point = " ".join(f"{k.rsplit('.', 1)[-1]}={v:g}" if isinstance(v, (int, float)) else f"{k.rsplit('.', 1)[-1]}={v}"
                      for k, v in sorted(t.params.items()))
     summary = trial_record(t.user_attrs)
@@ -136,8 +137,11 @@ def trial_line(t: FrozenTrial, objective: str) -> str:
     else:
         value = f"{t.state.name} ({t.user_attrs.get('fail_reason', '?')})"
     parts = [f"trial {t.number}", point, value]
-    if summary.get("n_delta") is not None:
-        parts.append(f"n_delta={summary['n_delta']}")
+    if summary.get("fit_state"):   # the decision (max Δ ≤ δ), beside strict and tolerant N_Δ
+        parts.append(f"fit_state={summary['fit_state']}")
+    for key in ("n_delta", "n_delta_tol"):
+        if summary.get(key) is not None:
+            parts.append(f"{key}={summary[key]}")
     if summary.get("stop_reason"):
         parts.append(str(summary["stop_reason"]))
     if isinstance(seconds, (int, float)):
@@ -173,5 +177,10 @@ def report_timing(h: StudyHandle, import_s: float, wall_s: float, k: int, out=No
     print(f"timing: {len(rows)} trials in {wall_s:.1f} s on {k} workers; median per trial: train "
           f"{med['train_s']:.3f} s | trial process outside training {med['run_setup_s']:.3f} s | "
           f"storage (claim+record) {med['claim_s'] + med['record_s']:.3f} s | start-up + imports {import_s:.1f} s once "
-          f"| overhead/train {overhead / max(med['train_s'], 1e-9):.2f}", file=out or sys.stderr)
+          f"| overhead/train {_ratio(overhead, med['train_s'])}", file=out or sys.stderr)
     return {**med, "import_s": import_s, "wall_s": wall_s, "overhead_over_train": overhead / max(med["train_s"], 1e-9)}
+
+
+def _ratio(a: float, b: float) -> str:
+    """a/b to 2 decimals, or "n/a" when b is under a millisecond (a runner that trains nothing)."""
+    return f"{a / b:.2f}" if b >= 1e-3 else "n/a"

@@ -28,6 +28,7 @@ from optuna.storages import BaseStorage, fail_stale_trials
 from optuna.storages._heartbeat import get_heartbeat_thread
 from optuna.trial import FrozenTrial, TrialState
 
+from lightning_phase.run_name import trial_folder, trial_name
 from lightning_phase.storage import Heartbeat
 from lightning_phase.summary import SUMMARY_FILE, trial_attrs
 from lightning_phase.sweep import grid
@@ -125,15 +126,16 @@ def run_one(h: StudyHandle, opts: WorkerOptions, runner: Runner, trial_id: int, 
         return Outcome.SURPLUS
     st.set_trial_system_attr(trial_id, WORKER_KEY, f"{socket.gethostname()}:{os.getpid()}")
     params = trial_params(h, optuna.trial.Trial(h.study, trial_id), frozen)
-    version = f"trial_{frozen.number:05d}"
+    version = trial_name(frozen.number, params)
     run_dir = opts.runs_dir / h.spec.name / version
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / SUMMARY_FILE).unlink(missing_ok=True)
     overrides = trial_overrides(h.spec, params, opts.runs_dir, version)
     history = frozen.system_attrs.get("retry_history") or []
     if history:   # a retry resumes from its predecessor's last checkpoint, if it left one
-        ckpt = opts.runs_dir / h.spec.name / f"trial_{history[-1]:05d}" / "checkpoints" / "last.ckpt"
-        if ckpt.is_file():
+        before = trial_folder(opts.runs_dir / h.spec.name, history[-1])
+        ckpt = before / "checkpoints" / "last.ckpt" if before is not None else None
+        if ckpt is not None and ckpt.is_file():
             overrides.append(f"--ckpt_path={ckpt}")
     base = base_path(h.spec, opts.runs_dir)
     (run_dir / TRIAL_ARGS).write_text(yaml.safe_dump({"base": str(base), "overrides": overrides}, sort_keys=False))
