@@ -10,6 +10,7 @@ import yaml
 from optuna.trial import TrialState
 from sweep_helpers import trials
 
+from lightning_phase.run_name import trial_folder
 from lightning_phase.sweep import commands
 
 RANDOM_BASE = {   # fits in ~20-120 steps when over-parametrised; 300-step budget, stall check over 100
@@ -90,7 +91,7 @@ def test_a_runs_own_config_yaml_is_a_sweep_base_and_the_grid_value_is_used(tmp_p
     ts = trials(st, "own")
     assert sorted(t.user_attrs["alpha_tilde"] for t in ts) == [3.0, 30.0]
     for t in ts:   # the trial's own resolved config.yaml holds its grid value, and re-runs alone
-        resolved = yaml.safe_load((tmp_path / "runs" / "own" / f"trial_{t.number:05d}" / "config.yaml").read_text())
+        resolved = yaml.safe_load((trial_folder(tmp_path / "runs" / "own", t.number) / "config.yaml").read_text())
         assert resolved["model"]["init_args"]["alpha_tilde"] == t.params["model.alpha_tilde"]
 
 
@@ -132,23 +133,23 @@ def test_retried_trial_resumes_from_its_predecessors_checkpoint_and_ends_as_an_u
     first, retry = sorted(trials(st, "resume"), key=lambda t: t.number)
     assert (first.state, first.user_attrs["fail_reason"]) == (TrialState.FAIL, "ENVIRONMENT")
     assert retry.state == TrialState.COMPLETE and retry.system_attrs["retry_history"] == [first.number]
-    ckpt = runs / "resume" / f"trial_{first.number:05d}" / "checkpoints" / "last.ckpt"
+    ckpt = trial_folder(runs / "resume", first.number) / "checkpoints" / "last.ckpt"
     assert torch.load(ckpt, weights_only=False)["global_step"] == 12
-    args = yaml.safe_load((runs / "resume" / f"trial_{retry.number:05d}" / "trial_args.yaml").read_text())
+    args = yaml.safe_load((trial_folder(runs / "resume", retry.number) / "trial_args.yaml").read_text())
     assert f"--ckpt_path={ckpt}" in args["overrides"]
     from lightning_phase.analysis.events import read_scalars
 
-    logged = read_scalars(runs / "resume" / f"trial_{retry.number:05d}", ["train/n_delta"])["train/n_delta"][0]
+    logged = read_scalars(trial_folder(runs / "resume", retry.number), ["train/n_delta"])["train/n_delta"][0]
     assert logged.min() > 12    # the retry trained on from step 12, not from step 0
 
     straight = fit(RANDOM_BASE, [*(f"--{k}={v}" for k, v in fixed.items()), "--seed_everything=3",
                                  f"--trainer.logger.init_args.save_dir={tmp_path / 'straight'}"])
-    resumed = json.loads((runs / "resume" / f"trial_{retry.number:05d}" / "summary.json").read_text())
+    resumed = json.loads((trial_folder(runs / "resume", retry.number) / "summary.json").read_text())
     assert resumed["steps"] == straight["steps"] == 30
     for key in ("train_loss", "n_delta", "test_error", "train_error", "flow_time", "stop_reason"):
         assert resumed[key] == straight[key], key
     assert retry.value == straight["train_loss"]
-    w_resumed = torch.load(runs / "resume" / f"trial_{retry.number:05d}" / "checkpoints" / "last.ckpt",
+    w_resumed = torch.load(trial_folder(runs / "resume", retry.number) / "checkpoints" / "last.ckpt",
                            weights_only=False)
     w_straight = torch.load(next((tmp_path / "straight").rglob("last.ckpt")), weights_only=False)
     assert w_resumed["global_step"] == w_straight["global_step"]
