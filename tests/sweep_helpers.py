@@ -3,11 +3,18 @@ workers, kill them, and read the study back."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.request
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -134,3 +141,41 @@ def kill_and_restart(tmp_path: Path, storage: str, study: str = "kill") -> list:
         if t.user_attrs.get("fail_reason") == "STALE":
             assert sum(u.system_attrs.get("retry_history", [None])[-1] == t.number for u in ts) == 1
     return ts
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served_dashboard(tmp_path: Path) -> Iterator[tuple[str, int]]:
+    """A toy 3 × 3 sweep (width 4, 16, 64 × α̃ 0.1, 1, 10; study ``dash``) served by optuna-dashboard on
+    127.0.0.1: yields (base URL, study id) once the server lists the study; stops the server on exit."""
+    st = str(tmp_path / "s.journal")
+    spec = write_spec(tmp_path / "dash.yaml", grid={"model.net.init_args.width": [4, 16, 64],
+                                                    "model.alpha_tilde": [0.1, 1.0, 10.0]})
+    assert commands.main(["sweep", str(spec), "--storage", st, "--runner", TOY, "--no-progress"]) == 0
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", "from optuna_dashboard._cli import main; main()", st,
+                             "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        t0 = time.time()
+        while True:  # until the server answers with the study
+            try:
+                with urllib.request.urlopen(f"{base}/api/studies", timeout=2) as r:
+                    studies = json.loads(r.read())["study_summaries"]
+                break
+            except OSError:
+                if time.time() - t0 > 60 or proc.poll() is not None:
+                    raise
+                time.sleep(0.3)
+        (study_id,) = [s["study_id"] for s in studies if s["study_name"] == "dash"]
+        yield base, study_id
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from sweep_helpers import free_port, served_dashboard
 
 from lightning_phase.run import fit
 
@@ -26,12 +26,6 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _chromium(tmp_path: Path, name: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={tmp_path / ('profile_' + name)}", *args],
                           capture_output=True, text=True, timeout=120)
@@ -42,7 +36,7 @@ def test_tensorboard_renders_the_run_and_its_tags_in_chromium(tmp_path):
                          "--model.net.init_args.width=16"])
     run = Path(record["run_dir"]).name
     assert run == "a~1_h16_L2_P100_s0"  # TensorBoard's run selector shows the coordinates
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", "runs", "--host", "127.0.0.1",
                                "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -75,40 +69,13 @@ def _text(dom: str) -> str:
 
 def test_optuna_dashboard_renders_the_study_and_its_trials_in_chromium(tmp_path):
     pytest.importorskip("optuna_dashboard")
-    import json
-
-    from sweep_helpers import TOY, write_spec
-
-    from lightning_phase.sweep import commands
-
-    st = str(tmp_path / "s.journal")
-    spec = write_spec(tmp_path / "dash.yaml", grid={"model.net.init_args.width": [4, 16, 64],
-                                                    "model.alpha_tilde": [0.1, 1.0, 10.0]})
-    assert commands.main(["sweep", str(spec), "--storage", st, "--runner", TOY, "--no-progress"]) == 0
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-c", "from optuna_dashboard._cli import main; main()", st,
-                               "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(120):  # until the server answers with the study
-            try:
-                studies = json.loads(urllib.request.urlopen(f"{url}/api/studies", timeout=2).read())
-                (study_id,) = [s["study_id"] for s in studies["study_summaries"] if s["study_name"] == "dash"]
-                break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail("optuna-dashboard did not start")
+    with served_dashboard(tmp_path) as (url, study_id):
         trials_page = _text(_chromium(tmp_path, "trials", "--dump-dom", f"{url}/dashboard/studies/{study_id}/trials")
                             .stdout)
         history_page = _text(_chromium(tmp_path, "history", "--dump-dom", f"{url}/dashboard/studies/{study_id}")
                              .stdout)
         shot = tmp_path / "dashboard.png"
         _chromium(tmp_path, "shot", f"--screenshot={shot}", f"{url}/dashboard/studies/{study_id}")
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     assert f"dash (id={study_id})" in trials_page and "9 Trials" in trials_page   # the study, all its trials
     assert all(f"Trial {k} Complete" in trials_page for k in range(9))
     # the selected trial's detail: its grid point and the summary fields as user attributes

@@ -5,24 +5,12 @@ Needs the optional extra ``dashboard`` (pip install -e ".[dashboard]"); skipped 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 
 import pytest
-from sweep_helpers import TOY, write_spec
-
-from lightning_phase.sweep import commands
+from sweep_helpers import served_dashboard
 
 pytest.importorskip("optuna_dashboard")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str):
@@ -31,30 +19,8 @@ def _get(url: str):
 
 
 def test_dashboard_serves_numeric_log_axes_flat_attrs_and_metric_name(tmp_path):
-    st = str(tmp_path / "s.journal")
-    spec = write_spec(tmp_path / "dash.yaml", grid={"model.net.init_args.width": [4, 16, 64],
-                                                    "model.alpha_tilde": [0.1, 1.0, 10.0]})
-    assert commands.main(["sweep", str(spec), "--storage", st, "--runner", TOY, "--no-progress"]) == 0
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-c", "from optuna_dashboard._cli import main; main()", st,
-                             "--host", "127.0.0.1", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        base = f"http://127.0.0.1:{port}"
-        t0 = time.time()
-        while True:
-            try:
-                studies = _get(f"{base}/api/studies")["study_summaries"]
-                break
-            except OSError:
-                if time.time() - t0 > 60 or proc.poll() is not None:
-                    raise
-                time.sleep(0.3)
-        (study,) = [s for s in studies if s["study_name"] == "dash"]
-        detail = _get(f"{base}/api/studies/{study['study_id']}")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with served_dashboard(tmp_path) as (base, study_id):
+        detail = _get(f"{base}/api/studies/{study_id}")
     assert detail["objective_names"] == ["test_error"]
     space = {p["name"]: p["distribution"] for p in detail["union_search_space"]}
     assert space["model.net.init_args.width"] == {"type": "IntDistribution", "low": 4, "high": 64, "step": 1,
