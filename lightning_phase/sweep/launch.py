@@ -35,7 +35,7 @@ from lightning_phase.sweep.worker import (
 SPEC_ATTR = "lp_spec"
 
 
-def ensure_study(storage: BaseStorage, spec: SweepSpec, max_retries: int = 3) -> StudyHandle:
+def ensure_study(storage: BaseStorage, spec: SweepSpec, max_retries: int = WorkerOptions.max_retries) -> StudyHandle:
     """Create the study (named ``spec.name``) or continue it; a study made from another spec is refused.
     A grid study gets a WAITING trial for every point that lacks one, and its failed points to redo
     (:func:`grid.enqueue_missing`)."""
@@ -116,7 +116,7 @@ def watch(h: StudyHandle, procs: list, counts: Callable[[], Counter], total: int
         signal.signal(signal.SIGINT, old_int)
 
 
-def interrupt_trials_of(h: StudyHandle, pid: int, max_retries: int = 3) -> None:
+def interrupt_trials_of(h: StudyHandle, pid: int, max_retries: int = WorkerOptions.max_retries) -> None:
     """Record INTERRUPTED (and enqueue again) the RUNNING trials of the dead worker ``pid`` of this machine."""
     me = f"{socket.gethostname()}:{pid}"
     for t in h.trials((TrialState.RUNNING,)):
